@@ -1,0 +1,135 @@
+"""The processor: takes finished events off the hot path and feeds the exporters.
+
+The hot path only appends the finished live event to a deque. A daemon thread,
+started by the first finished event, turns events into wire records (ids, keys,
+dicts: the slow part) and hands batches to every exporter. ``flush`` and
+``shutdown`` drain on the calling thread too, so they work even where no new
+thread may start (at interpreter exit).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from typing import Callable, Sequence
+
+from ._event import Event, FinishedEvent, wire_event
+from ._report import count_drop, report_once
+from .exporters import Exporter, call_exporter
+
+BATCH_SIZE = 512
+WAKE_INTERVAL = 1.0  # seconds between drains when events trickle in
+
+
+class Resources:
+    """What turning live events into records needs, resolved once per process."""
+
+    __slots__ = ("platform", "common_tags", "exporters")
+
+    def __init__(self, platform: str, common_tags: Sequence[tuple[str, object]], exporters: list[Exporter]) -> None:
+        self.platform = platform
+        self.common_tags = tuple(common_tags)
+        self.exporters = exporters
+
+
+class BatchProcessor:
+    def __init__(self, make_resources: Callable[[], Resources]) -> None:
+        self._make_resources = make_resources
+        self._resources: Resources | None = None
+        self._queue: deque[Event] = deque()
+        self._wake = threading.Event()
+        self._export_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._pid = os.getpid()
+
+    # -- hot path --
+
+    def on_end(self, ev: Event) -> None:
+        queue = self._queue
+        queue.append(ev)
+        if len(queue) >= BATCH_SIZE:
+            self._wake.set()
+
+    # -- lifecycle --
+
+    def start(self) -> None:
+        thread = threading.Thread(target=self._run, name="trunk_trace.processor", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:
+            return  # at interpreter exit no thread may start: flush/shutdown drain instead
+        self._thread = thread
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(WAKE_INTERVAL)
+            self._wake.clear()
+            if self._closed:
+                break
+            self.drain()
+
+    def resources(self) -> Resources:
+        if self._resources is None:
+            self._resources = self._make_resources()
+        return self._resources
+
+    def drain(self) -> int:
+        """Export everything queued so far; returns how many events went out."""
+        count = 0
+        with self._export_lock:
+            queue = self._queue
+            if not queue:
+                return 0
+            resources = self.resources()
+            while queue:
+                batch = []
+                pid = os.getpid()
+                platform, common_tags = resources.platform, resources.common_tags
+                while queue and len(batch) < BATCH_SIZE:
+                    ev = queue.popleft()
+                    try:
+                        batch.append(FinishedEvent(wire_event(ev, platform, common_tags), pid, ev._thread))
+                    except Exception:
+                        report_once("record", "could not build the record of an event (dropped); this is a bug in trunk_trace", exc_info=True)
+                        count_drop(1)
+                for exporter in resources.exporters:
+                    call_exporter(exporter, "export", batch)
+                count += len(batch)
+        return count
+
+    def flush(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.drain()
+        if self._resources is None:
+            return True  # nothing ever finished
+        ok = True
+        for exporter in self._resources.exporters:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ok = call_exporter(exporter, "force_flush", remaining) is not False and ok
+        return ok
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Drain, then shut every exporter down within *timeout* seconds in all."""
+        if self._closed:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._closed = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        self.drain()
+        if self._resources is None:
+            return  # nothing ever finished: nothing to report
+        for exporter in self._resources.exporters:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            call_exporter(exporter, "shutdown", remaining)
+
+    def abandon(self) -> None:
+        """In a forked child: forget the parent's queue and thread without touching their locks."""
+        self._queue = deque()
+        self._closed = True
+        self._thread = None

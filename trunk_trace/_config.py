@@ -1,0 +1,256 @@
+"""Configuration: the one frozen value every part of the library reads.
+
+``Config.from_env()`` reads the environment; ``configure(**settings)`` starts
+from it and overrides. Bad values in the environment are reported once and
+replaced by defaults (a typo in CI settings must not fail the build); bad
+values passed to ``configure()`` raise, naming the setting.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ipaddress
+import math
+import os
+import urllib.parse
+from typing import Any, Mapping, Optional, Sequence
+
+import attrs
+
+from . import _state
+from ._report import dropped, forget, report_once
+from ._state import STATE, env_flag
+
+DEFAULT_API_ADDRESS = "https://api.trunk.io"
+DEFAULT_EXIT_TIMEOUT = 2.0
+
+# Every environment variable the core reads: name -> (setting, parser).
+ENVIRONMENT = {
+    "TRUNK_TRACE_DISABLED": "enabled",
+    "TRUNK_API_TOKEN": "token",
+    "TRUNK_PUBLIC_API_ADDRESS": "api_address",
+    "TRUNK_REPO_URL": "repo_url",
+    "TRUNK_TRACE_PLATFORM": "platform",
+    "TRUNK_TRACE_SUMMARY": "summary",
+    "TRUNK_TRACE_FILE": "file",
+    "TRUNK_TRACE_EXIT_TIMEOUT": "exit_timeout",
+    "TRUNK_TRACE_SPOOL_DIR": "spool_dir",
+    "TRUNK_TRACE_SIGTERM": "handle_sigterm",
+}
+
+
+def _check_api_address(instance: Any, attribute: Any, value: str) -> None:
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme not in ("https", "http") or not parsed.hostname:
+        raise ValueError(f"api_address must be an http(s) origin like {DEFAULT_API_ADDRESS!r}, got {value!r}")
+    if parsed.username or parsed.password:
+        raise ValueError("api_address must not carry credentials; the token goes in TRUNK_API_TOKEN")
+    if parsed.scheme == "http" and not _is_loopback(parsed.hostname):
+        raise ValueError(
+            f"api_address {value!r}: plain http is allowed only for loopback hosts (127.0.0.1, ::1, localhost); use https"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_timeout(instance: Any, attribute: Any, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{attribute.name} must be a finite number of seconds >= 0, got {value!r}")
+
+
+def _check_optional_text(instance: Any, attribute: Any, value: Optional[str]) -> None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ValueError(f"{attribute.name} must be a non-empty str or None, got {value!r}")
+
+
+def _check_optional_bool(instance: Any, attribute: Any, value: Optional[bool]) -> None:
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"{attribute.name} must be True, False or None, got {value!r}")
+
+
+def _check_bool(instance: Any, attribute: Any, value: bool) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{attribute.name} must be True or False, got {value!r}")
+
+
+def _check_exporters(instance: Any, attribute: Any, value: Sequence[Any]) -> None:
+    for exporter in value:
+        missing = [m for m in ("export", "force_flush", "shutdown") if not callable(getattr(exporter, m, None))]
+        if missing:
+            raise TypeError(f"exporters: {exporter!r} lacks {', '.join(missing)} (see trunk_trace.exporters)")
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """Settings of trunk_trace. Change with ``attrs.evolve`` or ``configure(**changes)``."""
+
+    enabled: bool = attrs.field(default=True, validator=_check_bool)
+    #: The Trunk API token; when set, events are sent. Never shown in a repr.
+    token: Optional[str] = attrs.field(default=None, repr=False, validator=_check_optional_text)
+    api_address: str = attrs.field(default=DEFAULT_API_ADDRESS, validator=_check_api_address)
+    repo_url: Optional[str] = attrs.field(default=None, validator=_check_optional_text)
+    platform: Optional[str] = attrs.field(default=None, validator=_check_optional_text)
+    #: The timing summary on stderr at exit; None: on when no token is set.
+    summary: Optional[bool] = attrs.field(default=None, validator=_check_optional_bool)
+    #: A JSON Lines file every finished event is appended to.
+    file: Optional[str] = attrs.field(default=None, validator=_check_optional_text)
+    exit_timeout: float = attrs.field(default=DEFAULT_EXIT_TIMEOUT, validator=_check_timeout)
+    spool_dir: Optional[str] = attrs.field(default=None, validator=_check_optional_text)
+    handle_sigterm: bool = attrs.field(default=True, validator=_check_bool)
+    #: Extra exporters (objects with export/force_flush/shutdown).
+    exporters: Sequence[Any] = attrs.field(default=(), converter=tuple, validator=_check_exporters)
+
+    @property
+    def summary_enabled(self) -> bool:
+        return self.summary if self.summary is not None else not self.token
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """The configuration the environment asks for (bad values: reported once, defaults used)."""
+        env = os.environ if environ is None else environ
+        settings: dict[str, Any] = {}
+        for name, setting in ENVIRONMENT.items():
+            raw = env.get(name)
+            if raw is None or raw.strip() == "":
+                continue
+            value: Any = raw.strip()
+            if setting in ("enabled", "summary", "handle_sigterm"):
+                value = env_flag(raw)
+                if value is None:
+                    report_once(f"env:{name}", "ignoring %s=%r: expected 1/0, true/false, yes/no or on/off", name, raw)
+                    continue
+                if setting == "enabled":
+                    value = not value  # the variable says "disabled"
+            elif setting == "exit_timeout":
+                try:
+                    value = float(raw)
+                    _check_timeout(None, attrs.fields(cls).exit_timeout, value)
+                except ValueError:
+                    report_once(f"env:{name}", "ignoring %s=%r: expected seconds, e.g. 2 or 0.5", name, raw)
+                    continue
+            settings[setting] = value
+        try:
+            return cls(**settings)
+        except (TypeError, ValueError) as exc:
+            report_once("env:config", "ignoring the environment's trunk_trace settings: %s", exc)
+            return cls()
+
+
+def get_config() -> Config:
+    """The configuration in force: the one given to ``configure()``, else the environment's."""
+    with STATE.lock:
+        if STATE.config is None:
+            STATE.config = Config.from_env()
+        return STATE.config
+
+
+def configure(**settings: Any) -> Config:
+    """Configure trunk_trace: the environment's settings, with *settings* overriding them.
+
+    Settings are the fields of :class:`Config` (``token``, ``api_address``,
+    ``file``, ``summary``, ``exit_timeout``, ...). Events finished before the
+    call are flushed to the outputs configured before it. Returns the new
+    configuration.
+    """
+    unknown = sorted(set(settings) - {f.name for f in attrs.fields(Config)})
+    if unknown:
+        raise TypeError(f"configure() got unknown settings: {', '.join(unknown)}")
+    config = attrs.evolve(Config.from_env(), **settings)
+    with STATE.lock:
+        _stop_processor(config.exit_timeout)
+        STATE.config = config
+        STATE.event_context = None
+        STATE.enabled = config.enabled
+        if STATE.on_end is not _state.start_processor:
+            STATE.on_end = _state.start_processor
+        _state.register_exit()
+    return config
+
+
+def reset() -> None:
+    """Back to the state of a fresh import (for tests): no configuration, no exporters, no atexit hook."""
+    with STATE.lock:
+        processor, STATE.processor = STATE.processor, None
+        if processor is not None:
+            processor.abandon()
+        STATE.config = None
+        STATE.event_context = None
+        STATE.enabled = None
+        STATE.on_end = _state.start_processor
+        STATE.inherited_parent = None
+        if STATE.exit_registered:
+            atexit.unregister(_state._at_exit)
+            STATE.exit_registered = False
+    forget()
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Export every finished event now; wait at most *timeout* seconds. True when all went out."""
+    processor = STATE.processor
+    if processor is None:
+        return True
+    return processor.flush(timeout)
+
+
+def shutdown(timeout: float | None = None) -> None:
+    """Flush and close every output (prints the summary), within *timeout* seconds.
+
+    Idempotent. Blocks finished afterwards start the outputs afresh.
+    """
+    with STATE.lock:
+        _stop_processor(timeout)
+        if STATE.exit_registered:
+            atexit.unregister(_state._at_exit)
+            STATE.exit_registered = False
+
+
+def _stop_processor(timeout: float | None) -> None:
+    processor, STATE.processor = STATE.processor, None
+    if STATE.on_end is not _state.start_processor and getattr(STATE.on_end, "__self__", None) is processor:
+        STATE.on_end = _state.start_processor
+    if processor is not None:
+        processor.shutdown(timeout)
+
+
+def shutdown_at_exit() -> None:
+    try:
+        shutdown(get_config().exit_timeout)
+        lost = dropped()
+        if lost:
+            report_once("dropped", "%d event(s) could not be recorded or kept; see the messages above", lost)
+    except Exception:
+        report_once("exit", "failed at exit; the build's result is unaffected", exc_info=True)
+
+
+def event_context() -> tuple[str, tuple[tuple[str, Any], ...], Optional[dict]]:
+    """The platform, the tags every event carries, and the repo: resolved once per process."""
+    with STATE.lock:
+        context = STATE.event_context
+        if context is None:
+            config = get_config()
+            context = STATE.event_context = (config.platform or "local", (), None)
+        return context
+
+
+def build_resources() -> Any:
+    """Everything the processor needs, resolved once (in the exporter thread)."""
+    from ._batch import Resources
+    from .exporters.console import ConsoleSummary
+    from .exporters.jsonl import JsonLinesExporter
+
+    config = get_config()
+    platform, common_tags, repo = event_context()
+    exporters: list[Any] = []
+    if config.summary_enabled:
+        exporters.append(ConsoleSummary(sent=bool(config.token)))
+    if config.file:
+        exporters.append(JsonLinesExporter(config.file, repo))
+    exporters.extend(config.exporters)
+    return Resources(platform, common_tags, exporters)

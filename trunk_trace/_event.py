@@ -1,0 +1,355 @@
+"""The live event a block fills in, the finished record exporters read, and validation.
+
+The live :class:`Event` is what ``with track(...) as ev`` hands out: a
+``__slots__`` object that only takes a few attribute writes on the hot path.
+Ids, keys and the wire dict are made later, off the hot path, by
+:func:`finish_record` (in the exporter thread, or at once under ``capture()``).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import math
+import sys
+import threading
+import time
+from typing import Any, NamedTuple, Union
+
+from ._context import format_id
+
+TagValue = Union[str, int, float]
+
+MAX_KEY_LENGTH = 127  # the API wants keys shorter than 128 characters
+MAX_TAG_VALUE_LENGTH = 1024
+TRIM_MARKER = "...[trimmed]"
+MAX_ERROR_MESSAGE_LENGTH = 500
+DURATION_METRIC = "duration_ms"
+
+
+class Conclusion(str, enum.Enum):
+    """How a block ended, as the Trunk API names it."""
+
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    CANCELLED = "CANCELLED"
+    TIMED_OUT = "TIMED_OUT"
+    SKIPPED = "SKIPPED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# One wall-clock anchor per process, then the monotonic clock only: intervals
+# nest and finishedAt >= createdAt even when the wall clock steps back.
+_WALL_ANCHOR_NS = time.time_ns()
+_MONOTONIC_ANCHOR_NS = time.perf_counter_ns()
+
+
+def epoch_ms(monotonic_ns: int) -> int:
+    """Epoch milliseconds of a ``time.perf_counter_ns()`` reading of this process."""
+    return (_WALL_ANCHOR_NS + monotonic_ns - _MONOTONIC_ANCHOR_NS) // 1_000_000
+
+
+# --- validation: called where the user passes a value, so errors point at the call ---
+
+
+def check_name(value: object, what: str) -> str:
+    if value.__class__ is not str:
+        if not isinstance(value, str):
+            raise TypeError(f"{what} must be a non-empty str, got {type(value).__name__}")
+        value = str.__str__(value)
+    if not value or value.isspace():
+        raise ValueError(f"{what} must be a non-empty str, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def trim(text: str, limit: int = MAX_TAG_VALUE_LENGTH) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: limit - len(TRIM_MARKER)] + TRIM_MARKER
+
+
+def check_tag(key: object, value: object, what: str = "tag") -> tuple[str, TagValue]:
+    key = check_name(key, f"{what} key")
+    cls = value.__class__
+    if cls is str:
+        return key, trim(value)  # type: ignore[arg-type]
+    if cls is int:
+        return key, value  # type: ignore[return-value]
+    if cls is float:
+        if math.isfinite(value):  # type: ignore[arg-type]
+            return key, value  # type: ignore[return-value]
+        raise ValueError(f"{what} {key!r}: value must be finite, got {value!r}")
+    if cls is bool:
+        return key, "true" if value else "false"
+    # Subclasses (str enums, IntEnum, numpy scalars registered as numbers) go as the plain type.
+    if isinstance(value, bool):
+        return key, "true" if value else "false"
+    if isinstance(value, str):
+        return key, trim(str.__str__(value))
+    if isinstance(value, int):
+        return key, int(value)
+    if isinstance(value, float):
+        return check_tag(key, float(value), what)
+    raise TypeError(
+        f"{what} {key!r}: value must be str, int, float or bool, got {type(value).__name__}"
+    )
+
+
+def check_metric(key: object, value: object, what: str = "metric") -> tuple[str, float]:
+    key = check_name(key, f"{what} key")
+    if key == DURATION_METRIC:
+        raise ValueError(f"{what} key {DURATION_METRIC!r} is measured by trunk_trace; use another key")
+    cls = value.__class__
+    if cls is not int and cls is not float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(
+                f"{what} {key!r}: value must be an int or float (not bool), got {type(value).__name__}"
+            )
+        value = float(value) if isinstance(value, float) else int(value)
+    if not math.isfinite(value):  # type: ignore[arg-type]
+        raise ValueError(f"{what} {key!r}: value must be a finite number, got {value!r}")
+    return key, value  # type: ignore[return-value]
+
+
+def check_mapping(items: object, argument: str, check: Any) -> dict:
+    if items is None:
+        return {}
+    if not hasattr(items, "items"):
+        raise TypeError(f"{argument} must be a mapping, got {type(items).__name__}")
+    result = {}
+    for key, value in items.items():  # type: ignore[attr-defined]
+        key, value = check(key, value, f"{argument}:")
+        result[key] = value
+    return result
+
+
+def check_conclusion(value: object) -> Conclusion:
+    if isinstance(value, Conclusion):
+        return value
+    try:
+        return Conclusion(value)
+    except ValueError:
+        allowed = ", ".join(c.value for c in Conclusion)
+        raise ValueError(f"conclusion must be a trunk_trace.Conclusion ({allowed}), got {value!r}") from None
+
+
+def shorten_key(path: str) -> str:
+    """The path itself when short enough; else a readable prefix and a hash of the whole."""
+    if len(path) <= MAX_KEY_LENGTH:
+        return path
+    digest = hashlib.sha256(path.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{path[: MAX_KEY_LENGTH - 18]}~{digest}"
+
+
+def conclude(exc: BaseException) -> Conclusion:
+    """The automatic conclusion of a block left by *exc*."""
+    if isinstance(exc, Exception):
+        if isinstance(exc, TimeoutError) or _is_timeout(exc):
+            return Conclusion.TIMED_OUT
+        return Conclusion.FAILURE
+    if isinstance(exc, SystemExit):
+        return Conclusion.SUCCESS if exc.code in (0, None) else Conclusion.FAILURE
+    if isinstance(exc, GeneratorExit):
+        return Conclusion.SUCCESS  # the consumer stopped early: nothing failed
+    if isinstance(exc, KeyboardInterrupt) or _is_cancel(exc):
+        return Conclusion.CANCELLED
+    return Conclusion.FAILURE
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    # Looked up only when already imported: checking must not import them.
+    for module, name in (("subprocess", "TimeoutExpired"), ("asyncio", "TimeoutError"),
+                         ("concurrent.futures", "TimeoutError")):
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(exc, cls):
+            return True
+    return False
+
+
+def _is_cancel(exc: BaseException) -> bool:
+    cls = getattr(sys.modules.get("asyncio"), "CancelledError", None)
+    return cls is not None and isinstance(exc, cls)
+
+
+def error_tags(exc: BaseException) -> tuple[str, str]:
+    cls = type(exc)
+    name = cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    try:
+        message = str(exc)
+    except Exception:  # a broken __str__ must not replace the user's exception
+        message = "<unprintable>"
+    return name, trim(message, MAX_ERROR_MESSAGE_LENGTH)
+
+
+class RemoteParent:
+    """An event open in another process (inherited through the environment)."""
+
+    __slots__ = ("id", "key", "path", "_chain")
+
+    def __init__(self, event_id: str, key: str, chain_id: str) -> None:
+        self.id = event_id
+        self.key = self.path = key
+        self._chain = chain_id
+
+    @property
+    def chain_id(self) -> str:
+        return self._chain
+
+    def __repr__(self) -> str:
+        return f"RemoteParent(id={self.id!r}, key={self.key!r}, chain_id={self._chain!r})"
+
+
+class Event:
+    """The handle of an open (or finished) block: ``with track("x") as ev``.
+
+    ``id``, ``chain_id``, ``name``, ``kind`` and ``key`` describe it; ``tag()``
+    and ``metric()`` add to it; setting ``conclusion`` overrides the automatic one.
+    """
+
+    __slots__ = (
+        "_spec", "parent", "_id", "_chain", "_start", "_end", "_token",
+        "_tags", "_metrics", "_conclusion", "_outcome", "_error", "_path", "_thread",
+    )
+
+    def __init__(self, spec: Any, parent: Event | RemoteParent | None) -> None:
+        self._spec = spec
+        self.parent = parent
+        if parent is None:
+            self._chain = None  # the root: its chain id is its own id
+        else:
+            chain = parent._chain
+            self._chain = parent if chain is None else chain
+        self._tags = self._metrics = self._conclusion = self._outcome = self._error = None
+        self._path = self._end = self._token = None
+        self._thread = threading.get_ident()
+
+    # -- identity (made on demand: the hot path only holds integers) --
+
+    @property
+    def id(self) -> str:
+        event_id = self._id
+        if event_id.__class__ is int:
+            event_id = self._id = format_id(event_id)
+        return event_id
+
+    @property
+    def chain_id(self) -> str:
+        chain = self._chain
+        if chain is None:
+            return self.id
+        if chain.__class__ is str:
+            return chain
+        return chain.id
+
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    @property
+    def kind(self) -> str:
+        kind = self._spec.kind
+        if kind is None:
+            return "pipeline" if self.parent is None else "step"
+        return kind
+
+    @property
+    def path(self) -> str:
+        """The full path of names from the root (what ``key`` is shortened from)."""
+        path = self._path
+        if path is None:
+            spec = self._spec
+            if spec.key is not None:
+                path = spec.key
+            elif self.parent is None:
+                path = spec.name
+            else:
+                path = f"{self.parent.path}/{spec.name}"
+            self._path = path
+        return path
+
+    @property
+    def key(self) -> str:
+        return shorten_key(self.path)
+
+    # -- what the block adds while it runs --
+
+    def tag(self, key: str, value: TagValue) -> None:
+        """Add a tag to this event's payload (replacing one of the same key)."""
+        key, value = check_tag(key, value)
+        if self._tags is None:
+            self._tags = {}
+        self._tags[key] = value
+
+    def metric(self, key: str, value: float) -> None:
+        """Add a numeric metric to this event's payload (replacing one of the same key)."""
+        key, value = check_metric(key, value)
+        if self._metrics is None:
+            self._metrics = {}
+        self._metrics[key] = value
+
+    @property
+    def conclusion(self) -> Conclusion | None:
+        """The conclusion set by the user, or (once finished) the automatic one."""
+        if self._conclusion is not None:
+            return self._conclusion
+        if self._end is None:
+            return None
+        return self._outcome or Conclusion.SUCCESS
+
+    @conclusion.setter
+    def conclusion(self, value: Conclusion | str) -> None:
+        self._conclusion = check_conclusion(value)
+
+    @property
+    def finished(self) -> bool:
+        return self._end is not None
+
+    def __repr__(self) -> str:
+        state = f"conclusion={self.conclusion.value}" if self._end is not None else "open"
+        return f"<trunk_trace.Event {self.name!r} key={self.key!r} id={self.id} {state}>"
+
+
+class FinishedEvent(NamedTuple):
+    """What exporters receive: the wire dict and where it ran. Read-only."""
+
+    event: dict
+    pid: int
+    thread_id: int
+
+
+def wire_event(ev: Event, platform: str, common_tags: Any = ()) -> dict:
+    """The event exactly as it goes into the request's ``"events"`` list."""
+    spec = ev._spec
+    start, end = ev._start, ev._end
+    tags = dict(spec.tags) if spec.tags else {}
+    if ev._tags:
+        tags.update(ev._tags)
+    if ev._error is not None:
+        tags.setdefault("error.type", ev._error[0])
+        tags.setdefault("error.message", ev._error[1])
+    for key, value in common_tags:
+        tags.setdefault(key, value)
+    metrics = [{"k": DURATION_METRIC, "v": (end - start) / 1e6}]
+    if spec.metrics:
+        metrics.extend({"k": k, "v": v} for k, v in spec.metrics.items() if not (ev._metrics and k in ev._metrics))
+    if ev._metrics:
+        metrics.extend({"k": k, "v": v} for k, v in ev._metrics.items())
+    key = ev.key
+    record: dict[str, Any] = {"id": ev.id, "chainId": ev.chain_id}
+    parent = ev.parent
+    if parent is not None:
+        record["parent"] = {"eventId": parent.id, "sequenceKey": parent.key}
+    record["createdAt"] = epoch_ms(start)
+    record["finishedAt"] = epoch_ms(end)
+    record["conclusion"] = ev.conclusion.value  # type: ignore[union-attr]
+    record["payload"] = {"metrics": metrics, "tags": [{"k": k, "v": v} for k, v in tags.items()]}
+    record["sequence"] = {
+        "platform": platform,
+        "kind": ev.kind,
+        "key": key,
+        "name": spec.name,
+        "payload": {"tags": [{"k": k, "v": v} for k, v in spec.sequence_tags]},
+    }
+    return record

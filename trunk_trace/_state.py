@@ -1,0 +1,125 @@
+"""The process's tracing state that the hot path reads, and booting it.
+
+Kept apart from :mod:`trunk_trace._config` so that ``import trunk_trace`` and
+the first ``track`` cost only the standard library: attrs, the exporters and
+CI detection are loaded by the exporter thread, or by an explicit
+``configure()``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from ._batch import BatchProcessor
+    from ._config import Config
+    from ._event import Event, RemoteParent
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
+
+
+def start_processor(ev: Event) -> None:
+    # The first finished event starts the exporter thread (never import or configure).
+    processor = current_processor()
+    processor.on_end(ev)
+
+
+class State:
+    __slots__ = ("enabled", "on_end", "inherited_parent", "processor", "config", "event_context", "lock", "exit_registered")
+
+    def __init__(self) -> None:
+        # None until the first block boots the state (or configure() runs).
+        self.enabled: bool | None = None
+        self.on_end: Callable[[Event], None] = start_processor
+        self.inherited_parent: Event | RemoteParent | None = None
+        self.processor: BatchProcessor | None = None
+        self.config: Config | None = None  # None: resolved from the environment when first needed
+        self.event_context: Any = None  # (platform, common tags, repo), resolved once
+        self.lock = threading.RLock()
+        self.exit_registered = False
+
+
+STATE = State()
+
+
+def env_flag(value: str | None) -> bool | None:
+    """A boolean environment value, or None when unset or not understood."""
+    if value is None:
+        return None
+    word = value.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    return None
+
+
+def boot() -> None:
+    """First block of the process: decide whether tracing is on, and arrange the exit."""
+    with STATE.lock:
+        if STATE.enabled is not None:
+            return
+        STATE.enabled = env_flag(os.environ.get("TRUNK_TRACE_DISABLED")) is not True
+        register_exit()
+
+
+def register_exit() -> None:
+    if not STATE.exit_registered:
+        atexit.register(_at_exit)
+        STATE.exit_registered = True
+
+
+def _at_exit() -> None:
+    from ._config import shutdown_at_exit
+
+    shutdown_at_exit()
+
+
+def current_processor() -> BatchProcessor:
+    with STATE.lock:
+        processor = STATE.processor
+        if processor is None:
+            from ._batch import BatchProcessor
+            from ._config import build_resources
+
+            processor = STATE.processor = BatchProcessor(build_resources)
+            processor.start()
+            register_exit()
+        if STATE.on_end is start_processor:
+            STATE.on_end = processor.on_end
+        return processor
+
+
+def _after_fork_in_child() -> None:
+    # The child never resends what the parent had queued; it starts its own
+    # exporter thread when it finishes its first event.
+    STATE.lock = threading.RLock()
+    processor = STATE.processor
+    if processor is not None:
+        processor.abandon()
+    STATE.processor = None
+    if STATE.on_end is not start_processor and getattr(STATE.on_end, "__self__", None) is processor:
+        STATE.on_end = start_processor
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def swap_sink(on_end: Callable[[Any], None], enabled: bool | None) -> tuple:
+    """Replace where finished events go; returns what :func:`restore_sink` needs."""
+    with STATE.lock:
+        saved = (STATE.on_end, STATE.enabled)
+        if STATE.enabled is None:
+            register_exit()
+        STATE.on_end, STATE.enabled = on_end, enabled
+        return saved
+
+
+def restore_sink(saved: tuple) -> None:
+    with STATE.lock:
+        STATE.on_end, STATE.enabled = saved

@@ -1,0 +1,349 @@
+"""``track``: one object for ``with``, ``async with`` and decorators.
+
+A :class:`Block` only describes a step (name, kind, key, tags, metrics) and is
+never changed after it is made; everything about one run of the step lives on
+the :class:`~trunk_trace._event.Event` opened for it, which sits in the
+``ContextVar``. So one decorated function may run in many threads and tasks at
+once, and a ``Block`` may be entered again while open.
+"""
+
+from __future__ import annotations
+
+import inspect
+from time import perf_counter_ns
+from typing import Any, Callable, Mapping, TypeVar, overload
+
+from . import _state
+from ._context import _CURRENT, new_id
+from ._event import (
+    Conclusion,
+    Event,
+    RemoteParent,
+    TagValue,
+    check_conclusion,
+    check_mapping,
+    check_metric,
+    check_name,
+    check_tag,
+    conclude,
+    error_tags,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class DisabledEvent(Event):
+    """What blocks hand out while tracing is disabled: checks arguments, keeps nothing."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(Block("disabled"), None)
+        self._id = "00000000-0000-0000-0000-000000000000"
+
+    def tag(self, key: str, value: TagValue) -> None:
+        check_tag(key, value)
+
+    def metric(self, key: str, value: float) -> None:
+        check_metric(key, value)
+
+    @property
+    def conclusion(self) -> Conclusion | None:
+        return None
+
+    @conclusion.setter
+    def conclusion(self, value: Conclusion | str) -> None:
+        check_conclusion(value)
+
+
+class Block:
+    """A step to time: returned by :func:`track`. Use it with ``with``, ``async with`` or as a decorator."""
+
+    __slots__ = ("name", "kind", "key", "tags", "metrics", "sequence_tags")
+
+    def __init__(
+        self,
+        name: str | None,
+        kind: str | None = None,
+        key: str | None = None,
+        tags: Mapping[str, TagValue] | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> None:
+        self.name = None if name is None else check_name(name, "track() argument 'name'")
+        self.kind = None if kind is None else check_name(kind, "track() argument 'kind'")
+        self.key = None if key is None else check_name(key, "track() argument 'key'")
+        self.tags = check_mapping(tags, "track() argument 'tags'", check_tag) if tags else None
+        self.metrics = check_mapping(metrics, "track() argument 'metrics'", check_metric) if metrics else None
+        self.sequence_tags: tuple[tuple[str, TagValue], ...] = ()
+
+    def __repr__(self) -> str:
+        return f"track({self.name!r}, kind={self.kind!r}, key={self.key!r})"
+
+    # -- with / async with --
+
+    def __enter__(self) -> Event:
+        if self.name is None:
+            raise TypeError("track() needs a name when used with 'with': with track(\"compile\"): ...")
+        return open_event(self)
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        ev = _CURRENT.get()
+        # The event this block opened is the current one, unless tracing was
+        # disabled when it was entered (then there is none to close).
+        if ev is not None and ev._spec is self:
+            close_event(ev, exc)
+        return False
+
+    async def __aenter__(self) -> Event:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        return self.__exit__(exc_type, exc, tb)
+
+    # -- decorator --
+
+    def __call__(self, func: F) -> F:
+        if not callable(func) and not isinstance(func, (classmethod, staticmethod)):
+            raise TypeError(f"track() can decorate a function or method, got {type(func).__name__}")
+        import wrapt  # imported on first decoration: it costs 20-60 ms
+
+        target = func.__func__ if isinstance(func, (classmethod, staticmethod)) else func
+        spec = self
+        if spec.name is None:
+            name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None)
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"track(): {func!r} has no __qualname__; pass a name: @track('name')")
+            spec = Block(name, self.kind, self.key, None, None)
+            spec.tags, spec.metrics = self.tags, self.metrics
+        if inspect.isasyncgenfunction(target):
+            wrapper = _async_generator_wrapper(spec)
+        elif inspect.iscoroutinefunction(target):
+            wrapper = _coroutine_wrapper(spec)
+        elif inspect.isgeneratorfunction(target):
+            wrapper = _generator_wrapper(spec)
+        else:
+            wrapper = _function_wrapper(spec)
+        return wrapt.FunctionWrapper(func, wrapper)  # type: ignore[return-value]
+
+
+@overload
+def track(name: F, /) -> F: ...
+
+
+@overload
+def track(
+    name: str | None = None,
+    /,
+    *,
+    kind: str | None = None,
+    key: str | None = None,
+    tags: Mapping[str, TagValue] | None = None,
+    metrics: Mapping[str, float] | None = None,
+) -> Block: ...
+
+
+def track(
+    name: Any = None,
+    /,
+    *,
+    kind: str | None = None,
+    key: str | None = None,
+    tags: Mapping[str, TagValue] | None = None,
+    metrics: Mapping[str, float] | None = None,
+) -> Any:
+    """Time a step of the build.
+
+    ``with track("compile") as ev:`` / ``async with track(...)`` times a block;
+    ``@track`` (named after the function's ``__qualname__``) or
+    ``@track("lint", kind="task")`` times every call of a function, coroutine,
+    generator or async generator. Blocks nest: an event opened inside another
+    is its child and shares its chain.
+
+    *kind* is the sequence kind (default ``pipeline`` for a root, ``step``
+    nested); *key* replaces the block's sequence key (children extend it);
+    *tags* and *metrics* start the event's payload.
+    """
+    if name is not None and name.__class__ is not str and (callable(name) or isinstance(name, (classmethod, staticmethod))):
+        return Block(None, kind, key, tags, metrics)(name)
+    return Block(name, kind, key, tags, metrics)
+
+
+# --- the hot path ---
+
+_DISABLED: DisabledEvent | None = None
+
+
+def start_event(spec: Block, parent: Event | RemoteParent | None = None) -> Event | None:
+    """A started event under *parent* (default: the current one), not made current; ``None`` when disabled."""
+    state = _state.STATE
+    if not state.enabled:
+        if state.enabled is None:
+            _state.boot()
+        if not state.enabled:
+            return None
+    if parent is None:
+        parent = _CURRENT.get()
+        if parent is None:
+            parent = state.inherited_parent
+    ev = Event(spec, parent)
+    ev._id = new_id()
+    ev._start = perf_counter_ns()
+    return ev
+
+
+def open_event(spec: Block) -> Event:
+    """Start an event and make it the current one (the ``with`` form)."""
+    ev = start_event(spec)
+    if ev is None:
+        global _DISABLED
+        if _DISABLED is None:
+            _DISABLED = DisabledEvent()
+        return _DISABLED
+    ev._token = _CURRENT.set(ev)
+    return ev
+
+
+def end_event(ev: Event, exc: BaseException | None) -> None:
+    """Finish a started event: stop its clock, conclude it, hand it to the processor."""
+    ev._end = perf_counter_ns()
+    if exc is not None:
+        outcome = ev._outcome = conclude(exc)
+        if outcome is not Conclusion.SUCCESS:
+            ev._error = error_tags(exc)
+    _state.STATE.on_end(ev)
+
+
+def close_event(ev: Event, exc: BaseException | None) -> None:
+    """End the current event opened by :func:`open_event` and restore its parent as current."""
+    try:
+        _CURRENT.reset(ev._token)
+    except ValueError:
+        # Exited in another context than it was entered in (a context manager
+        # handed between tasks): leave that context's current event alone.
+        pass
+    ev._token = None
+    end_event(ev, exc)
+
+
+# --- decorator wrappers: chosen once, at decoration ---
+
+
+def _function_wrapper(spec: Block) -> Callable[..., Any]:
+    def call(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+        ev = open_event(spec)
+        if ev is _DISABLED:
+            return wrapped(*args, **kwargs)
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            close_event(ev, exc)
+            raise
+        close_event(ev, None)
+        return result
+
+    return call
+
+
+def _coroutine_wrapper(spec: Block) -> Callable[..., Any]:
+    async def call(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+        ev = open_event(spec)
+        if ev is _DISABLED:
+            return await wrapped(*args, **kwargs)
+        try:
+            result = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            close_event(ev, exc)
+            raise
+        close_event(ev, None)
+        return result
+
+    return call
+
+
+def _generator_wrapper(spec: Block) -> Callable[..., Any]:
+    def call(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+        return _traced_generator(spec, wrapped(*args, **kwargs))
+
+    return call
+
+
+def _traced_generator(spec: Block, gen: Any) -> Any:
+    # The event spans the whole iteration. Each step runs with the generator's
+    # own current event set and the consumer's restored after it, so between
+    # steps current() is the consumer's block, and blocks the generator keeps
+    # open across a yield are current again when it resumes.
+    ev = start_event(spec)
+    if ev is None:
+        return (yield from gen)
+    inside: Event = ev
+    method, arg = gen.send, None
+    try:
+        while True:
+            token = _CURRENT.set(inside)
+            try:
+                value = method(arg)
+            finally:
+                inside = _CURRENT.get()  # type: ignore[assignment]
+                _CURRENT.reset(token)
+            try:
+                arg = yield value
+            except GeneratorExit:
+                token = _CURRENT.set(inside)
+                try:
+                    gen.close()
+                finally:
+                    _CURRENT.reset(token)
+                raise
+            except BaseException as exc:
+                method, arg = gen.throw, exc
+            else:
+                method = gen.send
+    except StopIteration as stop:
+        end_event(ev, None)
+        return stop.value
+    except BaseException as exc:
+        end_event(ev, exc)
+        raise
+
+
+def _async_generator_wrapper(spec: Block) -> Callable[..., Any]:
+    def call(wrapped: Callable[..., Any], instance: Any, args: tuple, kwargs: dict) -> Any:
+        return _traced_async_generator(spec, wrapped(*args, **kwargs))
+
+    return call
+
+
+async def _traced_async_generator(spec: Block, agen: Any) -> Any:
+    # As _traced_generator; there is no "yield from" for async generators, so
+    # the disabled case takes the same loop and only skips the event.
+    ev = start_event(spec)
+    inside = ev if ev is not None else _CURRENT.get()
+    method, arg = agen.asend, None
+    try:
+        while True:
+            token = _CURRENT.set(inside)
+            try:
+                value = await method(arg)
+            finally:
+                inside = _CURRENT.get()
+                _CURRENT.reset(token)
+            try:
+                arg = yield value
+            except GeneratorExit:
+                token = _CURRENT.set(inside)
+                try:
+                    await agen.aclose()
+                finally:
+                    _CURRENT.reset(token)
+                raise
+            except BaseException as exc:
+                method, arg = agen.athrow, exc
+            else:
+                method = agen.asend
+    except StopAsyncIteration:
+        if ev is not None:
+            end_event(ev, None)
+    except BaseException as exc:
+        if ev is not None:
+            end_event(ev, exc)
+        raise
