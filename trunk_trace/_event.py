@@ -40,6 +40,17 @@ class Conclusion(str, enum.Enum):
         return self.value
 
 
+class Terminated(SystemExit):
+    """Raised in the main thread when the process receives SIGTERM (a cancelled CI job).
+
+    A ``SystemExit`` with the conventional status 143, so the process still
+    exits the way a terminated one does; blocks it unwinds are ``CANCELLED``.
+    """
+
+    def __init__(self, code: int = 143) -> None:
+        super().__init__(code)
+
+
 # One wall-clock anchor per process, then the monotonic clock only: intervals
 # nest and finishedAt >= createdAt even when the wall clock steps back.
 _WALL_ANCHOR_NS = time.time_ns()
@@ -149,6 +160,8 @@ def conclude(exc: BaseException) -> Conclusion:
         if isinstance(exc, TimeoutError) or _is_timeout(exc):
             return Conclusion.TIMED_OUT
         return Conclusion.FAILURE
+    if isinstance(exc, Terminated):
+        return Conclusion.CANCELLED
     if isinstance(exc, SystemExit):
         return Conclusion.SUCCESS if exc.code in (0, None) else Conclusion.FAILURE
     if isinstance(exc, GeneratorExit):
