@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextvars
 import itertools
 import os
-import uuid
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 if TYPE_CHECKING:
@@ -73,7 +72,9 @@ def new_id() -> int:
 
 
 def format_id(id_int: int) -> str:
-    return str(uuid.UUID(int=id_int))
+    """The canonical UUID text of an id (what ``str(uuid.UUID(int=...))`` gives)."""
+    h = f"{id_int:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _after_fork_in_child() -> None:

@@ -9,7 +9,6 @@ Ids, keys and the wire dict are made later, off the hot path, by
 from __future__ import annotations
 
 import enum
-import hashlib
 import math
 import sys
 import threading
@@ -150,6 +149,8 @@ def shorten_key(path: str) -> str:
     """The path itself when short enough; else a readable prefix and a hash of the whole."""
     if len(path) <= MAX_KEY_LENGTH:
         return path
+    import hashlib  # only long keys need it
+
     digest = hashlib.sha256(path.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return f"{path[: MAX_KEY_LENGTH - 18]}~{digest}"
 

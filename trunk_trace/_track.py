@@ -9,7 +9,6 @@ once, and a ``Block`` may be entered again while open.
 
 from __future__ import annotations
 
-import inspect
 from time import perf_counter_ns
 from typing import Any, Callable, Mapping, TypeVar, overload
 
@@ -105,6 +104,8 @@ class Block:
     def __call__(self, func: F) -> F:
         if not callable(func) and not isinstance(func, (classmethod, staticmethod)):
             raise TypeError(f"track() can decorate a function or method, got {type(func).__name__}")
+        import inspect
+
         import wrapt  # imported on first decoration: it costs 20-60 ms
 
         target = func.__func__ if isinstance(func, (classmethod, staticmethod)) else func
