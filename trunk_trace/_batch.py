@@ -76,33 +76,43 @@ class BatchProcessor:
             self._resources = self._make_resources()
         return self._resources
 
-    def drain(self) -> int:
-        """Export everything queued so far; returns how many events went out."""
+    def drain(self, timeout: float | None = None) -> int:
+        """Export everything queued so far; returns how many events went out.
+
+        Waits at most *timeout* seconds for a drain already running elsewhere.
+        """
+        if not self._export_lock.acquire(timeout=-1 if timeout is None else timeout):
+            return 0
+        try:
+            return self._drain_locked()
+        finally:
+            self._export_lock.release()
+
+    def _drain_locked(self) -> int:
+        queue = self._queue
+        if not queue:
+            return 0
+        resources = self.resources()
+        platform, common_tags = resources.platform, resources.common_tags
+        pid = os.getpid()
         count = 0
-        with self._export_lock:
-            queue = self._queue
-            if not queue:
-                return 0
-            resources = self.resources()
-            while queue:
-                batch = []
-                pid = os.getpid()
-                platform, common_tags = resources.platform, resources.common_tags
-                while queue and len(batch) < BATCH_SIZE:
-                    ev = queue.popleft()
-                    try:
-                        batch.append(FinishedEvent(wire_event(ev, platform, common_tags), pid, ev._thread))
-                    except Exception:
-                        report_once("record", "could not build the record of an event (dropped); this is a bug in trunk_trace", exc_info=True)
-                        count_drop(1)
-                for exporter in resources.exporters:
-                    call_exporter(exporter, "export", batch)
-                count += len(batch)
+        while queue:
+            batch = []
+            while queue and len(batch) < BATCH_SIZE:
+                ev = queue.popleft()
+                try:
+                    batch.append(FinishedEvent(wire_event(ev, platform, common_tags), pid, ev._thread))
+                except Exception:
+                    report_once("record", "could not build the record of an event (dropped); this is a bug in trunk_trace", exc_info=True)
+                    count_drop(1)
+            for exporter in resources.exporters:
+                call_exporter(exporter, "export", batch)
+            count += len(batch)
         return count
 
     def flush(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
-        self.drain()
+        self.drain(timeout)
         if self._resources is None:
             return True  # nothing ever finished
         ok = True
@@ -121,7 +131,7 @@ class BatchProcessor:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        self.drain()
+        self.drain(None if deadline is None else max(0.0, deadline - time.monotonic()))
         if self._resources is None:
             return  # nothing ever finished: nothing to report
         for exporter in self._resources.exporters:

@@ -164,13 +164,15 @@ def configure(**settings: Any) -> Config:
         raise TypeError(f"configure() got unknown settings: {', '.join(unknown)}")
     config = attrs.evolve(Config.from_env(), **settings)
     with STATE.lock:
-        _stop_processor(config.exit_timeout)
+        previous = _detach_processor()
         STATE.config = config
         STATE.event_context = None
         STATE.enabled = config.enabled
         if STATE.on_end is not _state.start_processor:
             STATE.on_end = _state.start_processor
         _state.register_exit()
+    if previous is not None:
+        previous.shutdown(config.exit_timeout)
     return config
 
 
@@ -205,18 +207,21 @@ def shutdown(timeout: float | None = None) -> None:
     Idempotent. Blocks finished afterwards start the outputs afresh.
     """
     with STATE.lock:
-        _stop_processor(timeout)
+        processor = _detach_processor()
         if STATE.exit_registered:
             atexit.unregister(_state._at_exit)
             STATE.exit_registered = False
+    # Outside the lock: the exporter thread may need it to finish its batch.
+    if processor is not None:
+        processor.shutdown(timeout)
 
 
-def _stop_processor(timeout: float | None) -> None:
+def _detach_processor() -> Any:
+    """Take the processor out of service (events finished from now on start a new one)."""
     processor, STATE.processor = STATE.processor, None
     if STATE.on_end is not _state.start_processor and getattr(STATE.on_end, "__self__", None) is processor:
         STATE.on_end = _state.start_processor
-    if processor is not None:
-        processor.shutdown(timeout)
+    return processor
 
 
 def shutdown_at_exit() -> None:

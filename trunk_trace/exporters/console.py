@@ -55,6 +55,7 @@ class Summary:
     def __init__(self, max_nodes: int = 1000) -> None:
         self.max_nodes = max_nodes
         self.nodes: dict[str, Node] = {}
+        self.parent_keys: set[str] = set()  # keys some node names as parent
         self.events = 0
 
     def add(self, event: dict) -> None:
@@ -64,12 +65,16 @@ class Summary:
         parent_key = parent["sequenceKey"] if parent else None
         node = self.nodes.get(key)
         if node is None:
-            if len(self.nodes) >= self.max_nodes:
+            # Past the bound, a new step is folded into "other steps", unless
+            # it is the parent of steps already held (at most one per node).
+            if len(self.nodes) >= self.max_nodes and key not in self.parent_keys:
                 key = f"{parent_key}\0{OTHER}" if parent_key else OTHER
                 node = self.nodes.get(key)
             if node is None:
                 name = sequence["name"] if key == sequence["key"] else OTHER
                 node = self.nodes[key] = Node(key, parent_key, name)
+                if parent_key is not None:
+                    self.parent_keys.add(parent_key)
         duration = next((m["v"] for m in event["payload"]["metrics"] if m["k"] == "duration_ms"), 0.0)
         node.add(event["createdAt"], event.get("finishedAt", event["createdAt"]), duration, event.get("conclusion", "SUCCESS"))
         self.events += 1
