@@ -13,11 +13,14 @@ import os
 import threading
 import time
 from collections import deque
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ._event import Event, FinishedEvent, wire_event
 from ._report import count_drop, report_once
 from .exporters import Exporter, call_exporter
+
+if TYPE_CHECKING:
+    from ._config import Config
 
 BATCH_SIZE = 512
 WAKE_INTERVAL = 1.0  # seconds between drains when events trickle in
@@ -34,9 +37,17 @@ class Resources:
         self.exporters = exporters
 
 
+def _opened_before_fork(ev: Event) -> bool:
+    from ._state import FORKED_AT_NS
+
+    return FORKED_AT_NS is not None and ev._start < FORKED_AT_NS
+
+
 class BatchProcessor:
-    def __init__(self, make_resources: Callable[[], Resources]) -> None:
-        self._make_resources = make_resources
+    def __init__(self, config: Config | None) -> None:
+        # The configuration in force when the processor started (None: the
+        # environment's); a later configure() starts another processor.
+        self._config = config
         self._resources: Resources | None = None
         self._queue: deque[Event] = deque()
         self._wake = threading.Event()
@@ -52,6 +63,20 @@ class BatchProcessor:
         queue.append(ev)
         if len(queue) >= BATCH_SIZE:
             self._wake.set()
+
+    def on_end_in_child(self, ev: Event) -> None:
+        """``on_end`` in a child process, which may leave through ``os._exit`` without atexit.
+
+        When the process's outermost event ends (no parent here: a root, a parent
+        in another process, or one opened before the fork), deliver synchronously
+        within the exit budget; what does not make it is on disk when this returns.
+        """
+        self.on_end(ev)
+        parent = ev.parent
+        if parent is None or not isinstance(parent, Event) or _opened_before_fork(parent):
+            from ._config import get_config
+
+            self.flush(get_config().exit_timeout)
 
     # -- lifecycle --
 
@@ -73,7 +98,9 @@ class BatchProcessor:
 
     def resources(self) -> Resources:
         if self._resources is None:
-            self._resources = self._make_resources()
+            from ._config import build_resources  # attrs and CI detection load here, off the hot path
+
+            self._resources = build_resources(self._config)
         return self._resources
 
     def drain(self, timeout: float | None = None) -> int:

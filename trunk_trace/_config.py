@@ -12,6 +12,7 @@ import atexit
 import ipaddress
 import math
 import os
+import sys
 import urllib.parse
 from typing import Any, Mapping, Optional, Sequence
 
@@ -23,6 +24,7 @@ from ._state import STATE, env_flag
 
 DEFAULT_API_ADDRESS = "https://api.trunk.io"
 DEFAULT_EXIT_TIMEOUT = 2.0
+DEFAULT_SPOOL_MAX_MB = 100.0
 
 # Every environment variable the core reads: name -> (setting, parser).
 ENVIRONMENT = {
@@ -36,6 +38,7 @@ ENVIRONMENT = {
     "TRUNK_TRACE_EXIT_TIMEOUT": "exit_timeout",
     "TRUNK_TRACE_SPOOL_DIR": "spool_dir",
     "TRUNK_TRACE_SIGTERM": "handle_sigterm",
+    "TRUNK_TRACE_SPOOL_MAX_MB": "spool_max_mb",
 }
 
 
@@ -63,6 +66,11 @@ def _is_loopback(host: str) -> bool:
 def _check_timeout(instance: Any, attribute: Any, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{attribute.name} must be a finite number of seconds >= 0, got {value!r}")
+
+
+def _check_megabytes(instance: Any, attribute: Any, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{attribute.name} must be a finite number of megabytes > 0, got {value!r}")
 
 
 def _check_optional_text(instance: Any, attribute: Any, value: Optional[str]) -> None:
@@ -104,6 +112,8 @@ class Config:
     exit_timeout: float = attrs.field(default=DEFAULT_EXIT_TIMEOUT, validator=_check_timeout)
     spool_dir: Optional[str] = attrs.field(default=None, validator=_check_optional_text)
     handle_sigterm: bool = attrs.field(default=True, validator=_check_bool)
+    #: Cap of the spool of undelivered events, in MB; past it the oldest go (counted, reported).
+    spool_max_mb: float = attrs.field(default=DEFAULT_SPOOL_MAX_MB, validator=_check_megabytes)
     #: Extra exporters (objects with export/force_flush/shutdown).
     exporters: Sequence[Any] = attrs.field(default=(), converter=tuple, validator=_check_exporters)
 
@@ -134,6 +144,13 @@ class Config:
                     _check_timeout(None, attrs.fields(cls).exit_timeout, value)
                 except ValueError:
                     report_once(f"env:{name}", "ignoring %s=%r: expected seconds, e.g. 2 or 0.5", name, raw)
+                    continue
+            elif setting == "spool_max_mb":
+                try:
+                    value = float(raw)
+                    _check_megabytes(None, attrs.fields(cls).spool_max_mb, value)
+                except ValueError:
+                    report_once(f"env:{name}", "ignoring %s=%r: expected megabytes, e.g. 100", name, raw)
                     continue
             settings[setting] = value
         try:
@@ -171,6 +188,8 @@ def configure(**settings: Any) -> Config:
         if STATE.on_end is not _state.start_processor:
             STATE.on_end = _state.start_processor
         _state.register_exit()
+        if config.enabled:
+            _state.install_sigterm_handler()
     if previous is not None:
         previous.shutdown(config.exit_timeout)
     return config
@@ -190,6 +209,9 @@ def reset() -> None:
         if STATE.exit_registered:
             atexit.unregister(_state._at_exit)
             STATE.exit_registered = False
+    signals = sys.modules.get("trunk_trace._signals")
+    if signals is not None:
+        signals.uninstall()
     forget()
 
 
@@ -244,18 +266,22 @@ def event_context() -> tuple[str, tuple[tuple[str, Any], ...], Optional[dict]]:
         return context
 
 
-def build_resources() -> Any:
-    """Everything the processor needs, resolved once (in the exporter thread)."""
+def build_resources(config: Config | None = None) -> Any:
+    """Everything a processor needs, resolved once (in the exporter thread)."""
     from ._batch import Resources
     from .exporters.console import ConsoleSummary
     from .exporters.jsonl import JsonLinesExporter
 
-    config = get_config()
+    config = config or get_config()
     platform, common_tags, repo = event_context()
     exporters: list[Any] = []
     if config.summary_enabled:
         exporters.append(ConsoleSummary(sent=bool(config.token)))
     if config.file:
         exporters.append(JsonLinesExporter(config.file, repo))
+    if config.token:
+        from .exporters.http import TrunkHttpExporter
+
+        exporters.append(TrunkHttpExporter.from_config(config, repo))
     exporters.extend(config.exporters)
     return Resources(platform, common_tags, exporters)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
@@ -25,7 +27,11 @@ FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
 def start_processor(ev: Event) -> None:
     # The first finished event starts the exporter thread (never import or configure).
     processor = current_processor()
-    processor.on_end(ev)
+    on_end = STATE.on_end
+    if getattr(on_end, "__self__", None) is processor:
+        on_end(ev)  # on_end or on_end_in_child, as current_processor chose
+    else:
+        processor.on_end(ev)
 
 
 class State:
@@ -65,6 +71,20 @@ def boot() -> None:
             return
         STATE.enabled = env_flag(os.environ.get("TRUNK_TRACE_DISABLED")) is not True
         register_exit()
+        if STATE.enabled:
+            install_sigterm_handler()
+
+
+def install_sigterm_handler() -> None:
+    """Unwind open blocks as CANCELLED on SIGTERM, unless configured off (see ``_signals``)."""
+    config = STATE.config
+    wanted = config.handle_sigterm if config is not None else env_flag(os.environ.get("TRUNK_TRACE_SIGTERM")) is not False
+    if wanted:
+        from . import _signals
+
+        _signals.install()
+    elif "trunk_trace._signals" in sys.modules:
+        sys.modules["trunk_trace._signals"].uninstall()
 
 
 def register_exit() -> None:
@@ -84,20 +104,41 @@ def current_processor() -> BatchProcessor:
         processor = STATE.processor
         if processor is None:
             from ._batch import BatchProcessor
-            from ._config import build_resources
 
-            processor = STATE.processor = BatchProcessor(build_resources)
+            processor = STATE.processor = BatchProcessor(STATE.config)
             processor.start()
             register_exit()
         if STATE.on_end is start_processor:
-            STATE.on_end = processor.on_end
+            # A child process may leave through os._exit (multiprocessing's fork and forkserver
+            # workers do), skipping atexit: there, each task's outermost event is flushed as it ends.
+            STATE.on_end = processor.on_end_in_child if in_child_process() else processor.on_end
         return processor
+
+
+# perf_counter_ns() when this process was forked (None: not a fork child). Events started
+# before it were opened by the parent process.
+FORKED_AT_NS: int | None = None
+
+
+def in_child_process() -> bool:
+    if FORKED_AT_NS is not None:
+        return True
+    process = sys.modules.get("multiprocessing.process")
+    return process is not None and process.parent_process() is not None  # type: ignore[attr-defined]
 
 
 def _after_fork_in_child() -> None:
     # The child never resends what the parent had queued; it starts its own
-    # exporter thread when it finishes its first event.
+    # exporter thread (and senders) when it finishes its first event.
+    global FORKED_AT_NS
+    FORKED_AT_NS = time.perf_counter_ns()
     STATE.lock = threading.RLock()
+    report = sys.modules.get("trunk_trace._report")
+    if report is not None:
+        report._lock = threading.Lock()  # another thread may have held it at the fork
+    signals = sys.modules.get("trunk_trace._signals")
+    if signals is not None:
+        signals.after_fork_in_child()  # a handler in pool workers can hang Pool.terminate()
     processor = STATE.processor
     if processor is not None:
         processor.abandon()

@@ -1,0 +1,132 @@
+"""Configuration from the environment and from configure()."""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+import pytest
+
+import trunk_trace
+from trunk_trace import Config, track
+from trunk_trace.testing import InMemoryExporter
+
+
+def test_defaults():
+    config = Config.from_env({})
+    assert config.enabled and config.token is None and config.api_address == "https://api.trunk.io"
+    assert config.exit_timeout == 2.0 and config.summary_enabled and config.handle_sigterm
+
+
+def test_environment_is_read():
+    config = Config.from_env({
+        "TRUNK_API_TOKEN": "secret-token",
+        "TRUNK_PUBLIC_API_ADDRESS": "http://127.0.0.1:8080",
+        "TRUNK_TRACE_DISABLED": "yes",
+        "TRUNK_TRACE_SUMMARY": "on",
+        "TRUNK_TRACE_FILE": "/tmp/events.jsonl",
+        "TRUNK_TRACE_EXIT_TIMEOUT": "0.5",
+        "TRUNK_TRACE_PLATFORM": "jenkins",
+        "TRUNK_TRACE_SIGTERM": "0",
+    })
+    assert config.token == "secret-token" and config.api_address == "http://127.0.0.1:8080"
+    assert not config.enabled and config.summary is True and config.file == "/tmp/events.jsonl"
+    assert config.exit_timeout == 0.5 and config.platform == "jenkins" and not config.handle_sigterm
+
+
+def test_token_never_in_repr():
+    config = Config.from_env({"TRUNK_API_TOKEN": "secret-token"})
+    assert "secret-token" not in repr(config) and "secret-token" not in str(config)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("TRUNK_TRACE_EXIT_TIMEOUT", "soon"), ("TRUNK_TRACE_EXIT_TIMEOUT", "-1"), ("TRUNK_TRACE_SUMMARY", "maybe")],
+)
+def test_bad_environment_values_are_reported_once_and_ignored(name, value, caplog):
+    with caplog.at_level(logging.WARNING, logger="trunk_trace"):
+        config = Config.from_env({name: value})
+        Config.from_env({name: value})
+    assert config == Config()
+    assert [r.getMessage() for r in caplog.records if name in r.getMessage()].__len__() == 1
+
+
+def test_bad_api_address_in_environment_falls_back(caplog):
+    config = Config.from_env({"TRUNK_PUBLIC_API_ADDRESS": "http://api.example.com"})
+    assert config.api_address == "https://api.trunk.io"
+    assert "loopback" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "settings, error, words",
+    [
+        ({"exit_timeout": -1}, ValueError, "exit_timeout"),
+        ({"exit_timeout": "2"}, ValueError, "exit_timeout"),
+        ({"api_address": "http://example.com"}, ValueError, "loopback"),
+        ({"api_address": "ftp://x"}, ValueError, "api_address"),
+        ({"api_address": "https://user:pw@api.trunk.io"}, ValueError, "credentials"),
+        ({"summary": "yes"}, TypeError, "summary"),
+        ({"token": ""}, ValueError, "token"),
+        ({"exporters": [object()]}, TypeError, "exporters"),
+        ({"colour": True}, TypeError, "colour"),
+    ],
+)
+def test_configure_rejects_bad_settings(settings, error, words):
+    with pytest.raises(error, match=words):
+        trunk_trace.configure(**settings)
+
+
+def test_configure_overrides_environment(monkeypatch):
+    monkeypatch.setenv("TRUNK_TRACE_PLATFORM", "from-env")
+    config = trunk_trace.configure(summary=False)
+    assert config.platform == "from-env" and config.summary is False
+    assert attrs.evolve(config, platform="x").platform == "x"
+
+
+def test_configure_flushes_earlier_events_to_earlier_outputs():
+    first, second = InMemoryExporter(), InMemoryExporter()
+    trunk_trace.configure(exporters=[first], summary=False)
+    with track("before"):
+        pass
+    trunk_trace.configure(exporters=[second], summary=False)
+    with track("after"):
+        pass
+    trunk_trace.flush()
+    assert [e["sequence"]["name"] for e in first.events] == ["before"] and first.shut_down
+    assert [e["sequence"]["name"] for e in second.events] == ["after"]
+
+
+def test_flush_and_shutdown_are_idempotent_and_restartable():
+    exporter = InMemoryExporter()
+    trunk_trace.configure(exporters=[exporter], summary=False)
+    assert trunk_trace.flush(timeout=1) is True  # nothing yet
+    with track("x"):
+        pass
+    assert trunk_trace.flush(timeout=1) is True
+    trunk_trace.shutdown(timeout=1)
+    trunk_trace.shutdown(timeout=1)
+    assert exporter.shut_down and len(exporter.events) == 1
+
+
+def test_a_failing_exporter_never_reaches_the_build(caplog):
+    class Broken:
+        def export(self, records):
+            raise RuntimeError("exporter bug")
+
+        def force_flush(self, timeout=None):
+            raise RuntimeError("flush bug")
+
+        def shutdown(self, timeout=None):
+            raise RuntimeError("shutdown bug")
+
+    good = InMemoryExporter()
+    trunk_trace.configure(exporters=[Broken(), good], summary=False)
+    for _ in range(3):
+        with track("x"):
+            pass
+    trunk_trace.flush()
+    trunk_trace.shutdown()
+    assert len(good.events) == 3  # the other exporter still got everything
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("Broken.export failed" in m for m in messages) == 1  # once, not per batch
+    assert any("Broken.shutdown failed" in m for m in messages)
