@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._command import run
 from ._context import bind, current
 from ._event import Conclusion, Event, FinishedEvent
 from ._track import Block, track
@@ -45,6 +46,7 @@ __all__ = [
     "current",
     "flush",
     "reset",
+    "run",
     "shutdown",
     "track",
 ]

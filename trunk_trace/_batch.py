@@ -76,7 +76,7 @@ class BatchProcessor:
         if parent is None or not isinstance(parent, Event) or _opened_before_fork(parent):
             from ._config import get_config
 
-            self.flush(get_config().exit_timeout)
+            self.flush((self._config or get_config()).exit_timeout)
 
     # -- lifecycle --
 

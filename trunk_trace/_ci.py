@@ -59,7 +59,7 @@ class Repo:
 _URL_SCHEMES = frozenset({"http", "https", "ssh", "git", "git+ssh", "ssh+git"})
 # git's rule: scp-like only when no "/" comes before the first ":"
 _SCP = re.compile(r"^(?:[^@/]+@)?([^:/]+):(?!//)(.+)$")
-_HOST = re.compile(r"^[a-z0-9](?:[a-z0-9_.-]*[a-z0-9])?$")
+_HOST = re.compile(r"[a-z0-9](?:[a-z0-9_.-]*[a-z0-9])?")
 _AZURE_SSH_HOSTS = ("ssh.dev.azure.com", "vs-ssh.visualstudio.com")
 _URL_USERINFO = re.compile(r"^(\s*[A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
 # git has no password in scp syntax, but a "user:secret@host:path" string must not leak either
@@ -98,7 +98,7 @@ def _parse_remote(url: str) -> Repo | None:
             host = host.lower()
             if "." not in host:  # "dir/sub/repo" is a relative path, not host/owner/name
                 return None
-    if not _HOST.match(host):
+    if not _HOST.fullmatch(host):
         return None
     path = path.strip("/")
     if path.endswith(".git"):
@@ -106,7 +106,7 @@ def _parse_remote(url: str) -> Repo | None:
     segments = [s for s in path.split("/") if s]
     if len(segments) >= 2 and segments[-2] == "_git":  # Azure Repos https: org/project/_git/repo
         del segments[-2]
-    elif segments and segments[0] == "v3" and host.endswith(_AZURE_SSH_HOSTS):
+    elif segments and segments[0] == "v3" and host in _AZURE_SSH_HOSTS:
         del segments[0]  # Azure Repos ssh: v3/org/project/repo
     if len(segments) < 2 or any(s in (".", "..") for s in segments):
         return None
@@ -494,8 +494,8 @@ _SPECS: tuple[_Spec, ...] = (
 )
 
 _FALSE = frozenset({"false", "0", "no", "off"})
-_HEX = re.compile(r"^[0-9a-fA-F]{1,64}$")
-_DIGITS = re.compile(r"^[0-9]+$")
+_HEX = re.compile(r"[0-9a-fA-F]{1,64}")
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def _truthy(value: str | None) -> bool:
@@ -549,11 +549,11 @@ def _snake_case(value: str | None) -> str | None:
 
 
 def _digits(value: str) -> str | None:
-    return value if _DIGITS.match(value) else None  # drops "false", URLs and other non-numbers
+    return value if _DIGITS.fullmatch(value) else None  # drops "false", URLs and other non-numbers
 
 
 def _hex(value: str) -> str | None:
-    return value if _HEX.match(value) else None  # drops Buildkite's literal "HEAD"
+    return value if _HEX.fullmatch(value) else None  # drops Buildkite's literal "HEAD"
 
 
 # --- detection ---------------------------------------------------------------------------------
@@ -631,7 +631,7 @@ def _ci_repo(env: Env, spec: _Spec) -> tuple[Repo | None, str | None]:
 # --- git ---------------------------------------------------------------------------------------
 
 _GIT_BUDGET_S = 2.0
-_SHA = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
+_SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
 
 
 def _git_lookup(cwd: str | None) -> tuple[str | None, str | None, str | None]:
@@ -667,7 +667,7 @@ def _git_cli(cwd: str) -> tuple[str | None, str | None, str | None] | None:
 
     try:
         sha = git("rev-parse", "--verify", "-q", "HEAD")
-        if sha is None or not _SHA.match(sha):
+        if sha is None or not _SHA.fullmatch(sha):
             return None
         branch = git("symbolic-ref", "--short", "-q", "HEAD")  # exit 1 when detached
         # get-url, unlike `config remote.origin.url`, applies url.<base>.insteadOf rewrites
@@ -701,7 +701,7 @@ def _git_read(cwd: str) -> tuple[str | None, str | None, str | None]:
         if ref.startswith("refs/heads/") and ref != "refs/heads/.invalid":  # reftable placeholder
             branch = ref[len("refs/heads/"):]
         sha = _resolve_ref(gitdir, common, ref)
-    elif _SHA.match(head):
+    elif _SHA.fullmatch(head):
         sha = head
     remotes = _config_remotes(_read_text(os.path.join(common, "config")))
     url = remotes.get("origin") or next((remotes[n] for n in sorted(remotes)), None)
@@ -740,7 +740,7 @@ def _resolve_ref(gitdir: str, common: str, ref: str) -> str | None:
         loose = (_read_text(os.path.join(base, *ref.split("/"))).strip() for base in (gitdir, common))
         text = next((t for t in loose if t), "") or _packed_ref(common, ref)
         if not text.startswith("ref:"):
-            return text if _SHA.match(text) else None
+            return text if _SHA.fullmatch(text) else None
         ref = text[4:].strip()
     return None
 

@@ -185,6 +185,8 @@ def configure(**settings: Any) -> Config:
         STATE.config = config
         STATE.event_context = None
         STATE.enabled = config.enabled
+        if config.enabled:
+            _state.join_inherited_chain()
         if STATE.on_end is not _state.start_processor:
             STATE.on_end = _state.start_processor
         _state.register_exit()

@@ -61,6 +61,11 @@ def epoch_ms(monotonic_ns: int) -> int:
     return (_WALL_ANCHOR_NS + monotonic_ns - _MONOTONIC_ANCHOR_NS) // 1_000_000
 
 
+def monotonic_ns_at(epoch_ns: int) -> int:
+    """The ``time.perf_counter_ns()`` reading of this process that matches an epoch time."""
+    return epoch_ns - _WALL_ANCHOR_NS + _MONOTONIC_ANCHOR_NS
+
+
 # --- validation: called where the user passes a value, so errors point at the call ---
 
 

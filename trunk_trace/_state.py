@@ -72,7 +72,16 @@ def boot() -> None:
         STATE.enabled = env_flag(os.environ.get("TRUNK_TRACE_DISABLED")) is not True
         register_exit()
         if STATE.enabled:
+            join_inherited_chain()
             install_sigterm_handler()
+
+
+def join_inherited_chain() -> None:
+    """Nest this process's root blocks under what a parent process left, and pass ours on."""
+    from . import _propagate
+
+    STATE.inherited_parent = _propagate.inherited_parent()
+    _propagate.install()
 
 
 def install_sigterm_handler() -> None:

@@ -26,6 +26,7 @@ from ._event import (
     check_tag,
     conclude,
     error_tags,
+    monotonic_ns_at,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -224,6 +225,42 @@ def close_event(ev: Event, exc: BaseException | None) -> None:
         pass
     ev._token = None
     end_event(ev, exc)
+
+
+def record_event(
+    spec: Block,
+    *,
+    start_epoch_ns: int,
+    end_epoch_ns: int,
+    conclusion: Conclusion | str,
+    parent: Event | RemoteParent | None = None,
+    event_id: str | None = None,
+    tags: Mapping[str, TagValue] | None = None,
+    root: bool = False,
+) -> Event | None:
+    """Record a step that ran elsewhere or earlier, with known times (integrations, CLI).
+
+    The event goes to the outputs like any other; *event_id* keeps an id chosen
+    before (for example by the process the step ran in, whose own blocks
+    already point at it). *parent* defaults to the current event; *root*
+    makes a root whatever is current or inherited. Returns ``None`` when
+    tracing is disabled.
+    """
+    ev = start_event(spec, parent)
+    if ev is None:
+        return None
+    if root:
+        ev.parent = ev._chain = None
+    if event_id is not None:
+        ev._id = check_name(event_id, "record_event() argument 'event_id'")
+    ev._start = monotonic_ns_at(start_epoch_ns)
+    ev._end = max(ev._start, monotonic_ns_at(end_epoch_ns))
+    ev.conclusion = conclusion
+    if tags:
+        for key, value in tags.items():
+            ev.tag(key, value)
+    _state.STATE.on_end(ev)
+    return ev
 
 
 # --- decorator wrappers: chosen once, at decoration ---
