@@ -40,9 +40,9 @@ def make_event(key, name, start, end, conclusion="SUCCESS", parent_key=None):
 def test_summary_tree_folds_repeats_and_draws_a_waterfall():
     summary = Summary()
     for i in range(3):
-        summary.add(make_event("build/test", "test", 1000 + i * 100, 1050 + i * 100, "FAILURE" if i == 1 else "SUCCESS", "build"))
-    summary.add(make_event("build/compile", "compile", 500, 1000, parent_key="build"))
-    summary.add(make_event("build", "build", 0, 2000))
+        summary.add_wire(make_event("build/test", "test", 1000 + i * 100, 1050 + i * 100, "FAILURE" if i == 1 else "SUCCESS", "build"))
+    summary.add_wire(make_event("build/compile", "compile", 500, 1000, parent_key="build"))
+    summary.add_wire(make_event("build", "build", 0, 2000))
     text = summary.render(colour=False, unicode=False, width=20)
     lines = text.splitlines()
     assert lines[0] == "trunk_trace: 5 events in 2.00 s"
@@ -57,8 +57,8 @@ def test_summary_tree_folds_repeats_and_draws_a_waterfall():
 def test_summary_bounds_distinct_steps():
     summary = Summary(max_nodes=10)
     for i in range(1000):
-        summary.add(make_event(f"root/s{i}", f"s{i}", i, i + 1, parent_key="root"))
-    summary.add(make_event("root", "root", 0, 1001))
+        summary.add_wire(make_event(f"root/s{i}", f"s{i}", i, i + 1, parent_key="root"))
+    summary.add_wire(make_event("root", "root", 0, 1001))
     assert len(summary.nodes) == 12  # 10 steps, their parent, one "other steps"
     lines = summary.render().splitlines()
     assert lines[1].split()[0] == "root"
@@ -67,7 +67,7 @@ def test_summary_bounds_distinct_steps():
 
 def test_summary_colour_only_when_asked():
     summary = Summary()
-    summary.add(make_event("a", "a", 0, 10, "FAILURE"))
+    summary.add_wire(make_event("a", "a", 0, 10, "FAILURE"))
     assert "\x1b[31m" in summary.render(colour=True)
     assert "\x1b[" not in summary.render(colour=False)
 

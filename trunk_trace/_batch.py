@@ -15,8 +15,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Sequence
 
-from ._event import Event, FinishedEvent, wire_event
-from ._report import count_drop, report_once
+from ._event import Event, FinishedEvent
 from .exporters import Exporter, call_exporter
 
 if TYPE_CHECKING:
@@ -24,6 +23,9 @@ if TYPE_CHECKING:
 
 BATCH_SIZE = 512
 WAKE_INTERVAL = 1.0  # seconds between drains when events trickle in
+# Past this many queued events the finishing thread lends a hand (CPU and disk work, never the
+# network), so memory stays bounded when a program finishes events faster than they are exported.
+MAX_QUEUED_EVENTS = 32_768
 
 
 class Resources:
@@ -61,8 +63,10 @@ class BatchProcessor:
     def on_end(self, ev: Event) -> None:
         queue = self._queue
         queue.append(ev)
-        if len(queue) >= BATCH_SIZE:
+        if len(queue) == BATCH_SIZE:  # not on every append past it: the periodic wake covers races
             self._wake.set()
+            if len(queue) >= MAX_QUEUED_EVENTS:
+                self._relieve()
 
     def on_end_in_child(self, ev: Event) -> None:
         """``on_end`` in a child process, which may leave through ``os._exit`` without atexit.
@@ -115,7 +119,11 @@ class BatchProcessor:
         finally:
             self._export_lock.release()
 
-    def _drain_locked(self) -> int:
+    def _relieve(self) -> None:
+        with self._export_lock:
+            self._drain_locked(leave=MAX_QUEUED_EVENTS // 2)
+
+    def _drain_locked(self, leave: int = 0) -> int:
         queue = self._queue
         if not queue:
             return 0
@@ -123,15 +131,10 @@ class BatchProcessor:
         platform, common_tags = resources.platform, resources.common_tags
         pid = os.getpid()
         count = 0
-        while queue:
+        while len(queue) > leave:
             batch = []
             while queue and len(batch) < BATCH_SIZE:
-                ev = queue.popleft()
-                try:
-                    batch.append(FinishedEvent(wire_event(ev, platform, common_tags), pid, ev._thread))
-                except Exception:
-                    report_once("record", "could not build the record of an event (dropped); this is a bug in trunk_trace", exc_info=True)
-                    count_drop(1)
+                batch.append(FinishedEvent(queue.popleft(), pid, platform, common_tags))
             for exporter in resources.exporters:
                 call_exporter(exporter, "export", batch)
             count += len(batch)

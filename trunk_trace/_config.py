@@ -258,14 +258,31 @@ def shutdown_at_exit() -> None:
         report_once("exit", "failed at exit; the build's result is unaffected", exc_info=True)
 
 
-def event_context() -> tuple[str, tuple[tuple[str, Any], ...], Optional[dict]]:
-    """The platform, the tags every event carries, and the repo: resolved once per process."""
+def event_context(config: Config | None = None) -> tuple[str, tuple[tuple[str, Any], ...], Optional[dict]]:
+    """The platform, the tags every event carries, and the repo (wire dict or None).
+
+    Detected once per process (CI variables, then git): off the hot path, in
+    the exporter thread or in ``capture()``.
+    """
     with STATE.lock:
         context = STATE.event_context
         if context is None:
-            config = get_config()
-            context = STATE.event_context = (config.platform or "local", (), None)
+            context = STATE.event_context = _detect_context(config or get_config())
         return context
+
+
+def _detect_context(config: Config) -> tuple[str, tuple[tuple[str, Any], ...], Optional[dict]]:
+    from ._ci import detect, parse_remote
+
+    detected = detect(os.environ)
+    repo = detected.repo
+    if config.repo_url is not None:
+        repo = parse_remote(config.repo_url)
+        if repo is None:
+            report_once("repo_url", "cannot read the repository from repo_url %r; expected a git remote URL or host/owner/name", config.repo_url)
+            repo = detected.repo
+    platform = config.platform or detected.platform
+    return platform, tuple(detected.tags()), repo.to_wire() if repo is not None else None
 
 
 def build_resources(config: Config | None = None) -> Any:
@@ -275,7 +292,7 @@ def build_resources(config: Config | None = None) -> Any:
     from .exporters.jsonl import JsonLinesExporter
 
     config = config or get_config()
-    platform, common_tags, repo = event_context()
+    platform, common_tags, repo = event_context(config)
     exporters: list[Any] = []
     if config.summary_enabled:
         exporters.append(ConsoleSummary(sent=bool(config.token)))

@@ -13,7 +13,7 @@ import math
 import sys
 import threading
 import time
-from typing import Any, NamedTuple, Union
+from typing import Any, Union
 
 from ._context import format_id
 
@@ -70,13 +70,13 @@ def monotonic_ns_at(epoch_ns: int) -> int:
 
 
 def check_name(value: object, what: str) -> str:
-    if value.__class__ is not str:
-        if not isinstance(value, str):
-            raise TypeError(f"{what} must be a non-empty str, got {type(value).__name__}")
-        value = str.__str__(value)
+    if value.__class__ is str and value and not value.isspace():  # type: ignore[attr-defined]
+        return value  # type: ignore[return-value]
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a non-empty str, got {type(value).__name__}")
     if not value or value.isspace():
         raise ValueError(f"{what} must be a non-empty str, got {value!r}")
-    return value  # type: ignore[return-value]
+    return str.__str__(value)  # a str subclass (e.g. a str enum) goes as plain str
 
 
 def trim(text: str, limit: int = MAX_TAG_VALUE_LENGTH) -> str:
@@ -86,46 +86,49 @@ def trim(text: str, limit: int = MAX_TAG_VALUE_LENGTH) -> str:
 
 
 def check_tag(key: object, value: object, what: str = "tag") -> tuple[str, TagValue]:
-    key = check_name(key, f"{what} key")
+    """A valid (key, value) for a tag; raises naming *what* ("tag", "track() argument 'tags'")."""
+    if key.__class__ is not str or not key or key.isspace():  # type: ignore[attr-defined]
+        key = check_name(key, f"{what} key")
     cls = value.__class__
     if cls is str:
-        return key, trim(value)  # type: ignore[arg-type]
+        return key, value if len(value) <= MAX_TAG_VALUE_LENGTH else trim(value)  # type: ignore[arg-type,return-value]
     if cls is int:
         return key, value  # type: ignore[return-value]
-    if cls is float:
-        if math.isfinite(value):  # type: ignore[arg-type]
-            return key, value  # type: ignore[return-value]
-        raise ValueError(f"{what} {key!r}: value must be finite, got {value!r}")
-    if cls is bool:
-        return key, "true" if value else "false"
-    # Subclasses (str enums, IntEnum, numpy scalars registered as numbers) go as the plain type.
+    if cls is float and value - value == 0:  # type: ignore[operator]  # finite: inf - inf and nan - nan are nan
+        return key, value  # type: ignore[return-value]
+    return key, _convert_tag_value(key, value, what)  # type: ignore[arg-type]
+
+
+def _convert_tag_value(key: str, value: object, what: str) -> TagValue:
     if isinstance(value, bool):
-        return key, "true" if value else "false"
+        return "true" if value else "false"
     if isinstance(value, str):
-        return key, trim(str.__str__(value))
+        return trim(str.__str__(value))
     if isinstance(value, int):
-        return key, int(value)
+        return int(value)
     if isinstance(value, float):
-        return check_tag(key, float(value), what)
+        if math.isfinite(value):
+            return float(value)
+        raise ValueError(f"{what} {key!r}: value must be finite, got {value!r}")
     raise TypeError(
         f"{what} {key!r}: value must be str, int, float or bool, got {type(value).__name__}"
     )
 
 
 def check_metric(key: object, value: object, what: str = "metric") -> tuple[str, float]:
-    key = check_name(key, f"{what} key")
+    """A valid (key, value) for a metric: a finite int or float, never bool."""
+    if key.__class__ is not str or not key or key.isspace():  # type: ignore[attr-defined]
+        key = check_name(key, f"{what} key")
     if key == DURATION_METRIC:
         raise ValueError(f"{what} key {DURATION_METRIC!r} is measured by trunk_trace; use another key")
     cls = value.__class__
-    if cls is not int and cls is not float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(
-                f"{what} {key!r}: value must be an int or float (not bool), got {type(value).__name__}"
-            )
-        value = float(value) if isinstance(value, float) else int(value)
-    if not math.isfinite(value):  # type: ignore[arg-type]
+    if cls is int or (cls is float and value - value == 0):  # type: ignore[operator]
+        return key, value  # type: ignore[return-value]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} {key!r}: value must be an int or float (not bool), got {type(value).__name__}")
+    if not math.isfinite(value):
         raise ValueError(f"{what} {key!r}: value must be a finite number, got {value!r}")
-    return key, value  # type: ignore[return-value]
+    return key, float(value) if isinstance(value, float) else int(value)  # type: ignore[return-value]
 
 
 def check_mapping(items: object, argument: str, check: Any) -> dict:
@@ -135,7 +138,7 @@ def check_mapping(items: object, argument: str, check: Any) -> dict:
         raise TypeError(f"{argument} must be a mapping, got {type(items).__name__}")
     result = {}
     for key, value in items.items():  # type: ignore[attr-defined]
-        key, value = check(key, value, f"{argument}:")
+        key, value = check(key, value, argument)
         result[key] = value
     return result
 
@@ -330,12 +333,79 @@ class Event:
         return f"<trunk_trace.Event {self.name!r} key={self.key!r} id={self.id} {state}>"
 
 
-class FinishedEvent(NamedTuple):
-    """What exporters receive: the wire dict and where it ran. Read-only."""
+class FinishedEvent:
+    """What exporters receive: one finished event, read-only.
 
-    event: dict
-    pid: int
-    thread_id: int
+    ``event`` is the wire dict, exactly what goes into the request's
+    ``"events"`` list; it is built on first access and kept, so an output that
+    only needs a few fields (the summary reads ``key``, ``parent_key``,
+    ``name``, times and ``conclusion``) never pays for it.
+    """
+
+    __slots__ = ("_live", "_event", "pid", "thread_id", "_platform", "_common_tags")
+
+    def __init__(self, live: Event, pid: int, platform: str, common_tags: Any = ()) -> None:
+        self._live = live
+        self._event: dict | None = None
+        self.pid = pid
+        self.thread_id: int = live._thread
+        self._platform = platform
+        self._common_tags = common_tags
+
+    @property
+    def event(self) -> dict:
+        event = self._event
+        if event is None:
+            event = self._event = wire_event(self._live, self._platform, self._common_tags)
+        return event
+
+    def timing(self) -> tuple[str, str | None, str, int, int, float, str]:
+        """(key, parent key, name, start ms, end ms, duration ms, conclusion) in one call."""
+        live = self._live
+        start, end = live._start, live._end
+        parent = live.parent
+        conclusion = live._conclusion or live._outcome
+        return (
+            live.key,
+            None if parent is None else parent.key,
+            live._spec.name,
+            (_WALL_ANCHOR_NS + start - _MONOTONIC_ANCHOR_NS) // 1_000_000,
+            (_WALL_ANCHOR_NS + end - _MONOTONIC_ANCHOR_NS) // 1_000_000,
+            (end - start) / 1e6,
+            "SUCCESS" if conclusion is None else conclusion.value,
+        )
+
+    @property
+    def name(self) -> str:
+        return self._live._spec.name
+
+    @property
+    def key(self) -> str:
+        return self._live.key
+
+    @property
+    def parent_key(self) -> str | None:
+        parent = self._live.parent
+        return None if parent is None else parent.key
+
+    @property
+    def start_ms(self) -> int:
+        return epoch_ms(self._live._start)
+
+    @property
+    def end_ms(self) -> int:
+        return epoch_ms(self._live._end)
+
+    @property
+    def duration_ms(self) -> float:
+        return (self._live._end - self._live._start) / 1e6
+
+    @property
+    def conclusion(self) -> str:
+        return self._live.conclusion.value  # type: ignore[union-attr]
+
+    def __repr__(self) -> str:
+        return f"<FinishedEvent {self.key!r} {self.conclusion} pid={self.pid}>"
 
 
 def wire_event(ev: Event, platform: str, common_tags: Any = ()) -> dict:

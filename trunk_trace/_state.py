@@ -163,9 +163,9 @@ if hasattr(os, "register_at_fork"):
 def swap_sink(on_end: Callable[[Any], None], enabled: bool | None) -> tuple:
     """Replace where finished events go; returns what :func:`restore_sink` needs."""
     with STATE.lock:
-        saved = (STATE.on_end, STATE.enabled)
         if STATE.enabled is None:
-            register_exit()
+            boot()
+        saved = (STATE.on_end, STATE.enabled)
         STATE.on_end, STATE.enabled = on_end, enabled
         return saved
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, TypeVar, overload
 from . import _state
 from ._context import _CURRENT, new_id
 from ._event import (
+    MAX_TAG_VALUE_LENGTH,
     Conclusion,
     Event,
     RemoteParent,
@@ -72,7 +73,7 @@ class Block:
         self.name = None if name is None else check_name(name, "track() argument 'name'")
         self.kind = None if kind is None else check_name(kind, "track() argument 'kind'")
         self.key = None if key is None else check_name(key, "track() argument 'key'")
-        self.tags = check_mapping(tags, "track() argument 'tags'", check_tag) if tags else None
+        self.tags = _plain_tags(tags) if tags else None
         self.metrics = check_mapping(metrics, "track() argument 'metrics'", check_metric) if metrics else None
         self.sequence_tags: tuple[tuple[str, TagValue], ...] = ()
 
@@ -81,17 +82,38 @@ class Block:
 
     # -- with / async with --
 
+    # The enter/exit of the enabled path is written out here rather than
+    # calling open_event/close_event: each saved call is ~50 ns per block.
+
     def __enter__(self) -> Event:
         if self.name is None:
             raise TypeError("track() needs a name when used with 'with': with track(\"compile\"): ...")
-        return open_event(self)
+        state = _state.STATE
+        if not state.enabled:
+            return open_event(self)  # booting, or disabled
+        parent = _CURRENT.get()
+        ev = Event(self, parent if parent is not None else state.inherited_parent)
+        ev._id = new_id()
+        ev._token = _CURRENT.set(ev)
+        ev._start = perf_counter_ns()
+        return ev
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        end = perf_counter_ns()
         ev = _CURRENT.get()
         # The event this block opened is the current one, unless tracing was
         # disabled when it was entered (then there is none to close).
-        if ev is not None and ev._spec is self:
-            close_event(ev, exc)
+        if ev is None or ev._spec is not self:
+            return False
+        ev._end = end
+        try:
+            _CURRENT.reset(ev._token)
+        except ValueError:
+            pass  # exited in another context than entered in: leave that one alone
+        ev._token = None
+        if exc is not None:
+            _conclude(ev, exc)
+        _state.STATE.on_end(ev)
         return False
 
     async def __aenter__(self) -> Event:
@@ -107,8 +129,6 @@ class Block:
             raise TypeError(f"track() can decorate a function or method, got {type(func).__name__}")
         import inspect
 
-        import wrapt  # imported on first decoration: it costs 20-60 ms
-
         target = func.__func__ if isinstance(func, (classmethod, staticmethod)) else func
         spec = self
         if spec.name is None:
@@ -123,9 +143,33 @@ class Block:
             wrapper = _coroutine_wrapper(spec)
         elif inspect.isgeneratorfunction(target):
             wrapper = _generator_wrapper(spec)
+        elif inspect.isfunction(func):
+            # The common case, and the one on hot paths: a plain closure costs
+            # ~0.1 us per call where wrapt's proxy costs ~0.5 us.
+            return _traced_function(spec, func)  # type: ignore[return-value]
         else:
             wrapper = _function_wrapper(spec)
+        # wrapt keeps the rest transparent: a coroutine or generator function
+        # stays one for inspect (its proxy forwards __code__), descriptors bind
+        # as before, and a decorated callable object keeps its type and attributes.
+        import wrapt  # imported on first such decoration: it costs 20-60 ms
+
         return wrapt.FunctionWrapper(func, wrapper)  # type: ignore[return-value]
+
+
+def _plain_tags(tags: Mapping[str, TagValue]) -> dict:
+    # Most tags are short str or int values under str keys: accept those with
+    # exact type checks only, and validate (and convert) the rest fully.
+    if tags.__class__ is dict:
+        for key, value in tags.items():
+            cls = value.__class__
+            if key.__class__ is not str or key.isspace() or not key or not (
+                cls is int or (cls is str and len(value) <= MAX_TAG_VALUE_LENGTH)  # type: ignore[arg-type]
+            ):
+                break
+        else:
+            return tags.copy()
+    return check_mapping(tags, "track() argument 'tags'", check_tag)
 
 
 @overload
@@ -209,10 +253,14 @@ def end_event(ev: Event, exc: BaseException | None) -> None:
     """Finish a started event: stop its clock, conclude it, hand it to the processor."""
     ev._end = perf_counter_ns()
     if exc is not None:
-        outcome = ev._outcome = conclude(exc)
-        if outcome is not Conclusion.SUCCESS:
-            ev._error = error_tags(exc)
+        _conclude(ev, exc)
     _state.STATE.on_end(ev)
+
+
+def _conclude(ev: Event, exc: BaseException) -> None:
+    outcome = ev._outcome = conclude(exc)
+    if outcome is not Conclusion.SUCCESS:
+        ev._error = error_tags(exc)
 
 
 def close_event(ev: Event, exc: BaseException | None) -> None:
@@ -264,6 +312,35 @@ def record_event(
 
 
 # --- decorator wrappers: chosen once, at decoration ---
+
+
+def _traced_function(spec: Block, func: Callable[..., Any]) -> Callable[..., Any]:
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        state = _state.STATE
+        if state.enabled:
+            parent = _CURRENT.get()
+            ev = Event(spec, parent if parent is not None else state.inherited_parent)
+            ev._id = new_id()
+            ev._token = _CURRENT.set(ev)
+            ev._start = perf_counter_ns()
+        else:
+            ev = open_event(spec)  # boots the state on first use
+            if ev is _DISABLED:
+                return func(*args, **kwargs)
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as exc:
+            close_event(ev, exc)
+            raise
+        ev._end = perf_counter_ns()
+        _CURRENT.reset(ev._token)
+        ev._token = None
+        state.on_end(ev)
+        return result
+
+    import functools
+
+    return functools.update_wrapper(traced, func)
 
 
 def _function_wrapper(spec: Block) -> Callable[..., Any]:

@@ -58,25 +58,33 @@ class Summary:
         self.parent_keys: set[str] = set()  # keys some node names as parent
         self.events = 0
 
-    def add(self, event: dict) -> None:
-        sequence = event["sequence"]
-        key = sequence["key"]
+    def add(self, record: FinishedEvent) -> None:
+        """Fold one finished event in (reads a few fields; never builds its wire dict)."""
+        self.fold(*record.timing())
+
+    def add_wire(self, event: dict) -> None:
+        """Fold one wire event in (from a JSON Lines file)."""
         parent = event.get("parent")
-        parent_key = parent["sequenceKey"] if parent else None
+        duration = next((m["v"] for m in event["payload"]["metrics"] if m["k"] == "duration_ms"), 0.0)
+        start = event["createdAt"]
+        self.fold(event["sequence"]["key"], parent["sequenceKey"] if parent else None, event["sequence"]["name"],
+                  start, event.get("finishedAt", start), duration, event.get("conclusion", "SUCCESS"))
+
+    def fold(self, key: str, parent_key: str | None, name: str, start_ms: int, end_ms: int,
+             duration_ms: float, conclusion: str) -> None:
         node = self.nodes.get(key)
         if node is None:
             # Past the bound, a new step is folded into "other steps", unless
             # it is the parent of steps already held (at most one per node).
             if len(self.nodes) >= self.max_nodes and key not in self.parent_keys:
-                key = f"{parent_key}\0{OTHER}" if parent_key else OTHER
+                original, key = key, f"{parent_key}\0{OTHER}" if parent_key else OTHER
+                name = OTHER if key != original else name
                 node = self.nodes.get(key)
             if node is None:
-                name = sequence["name"] if key == sequence["key"] else OTHER
                 node = self.nodes[key] = Node(key, parent_key, name)
                 if parent_key is not None:
                     self.parent_keys.add(parent_key)
-        duration = next((m["v"] for m in event["payload"]["metrics"] if m["k"] == "duration_ms"), 0.0)
-        node.add(event["createdAt"], event.get("finishedAt", event["createdAt"]), duration, event.get("conclusion", "SUCCESS"))
+        node.add(start_ms, end_ms, duration_ms, conclusion)
         self.events += 1
 
     def roots(self) -> list[Node]:
@@ -168,8 +176,9 @@ class ConsoleSummary:
 
     def export(self, records: Sequence[FinishedEvent]) -> None:
         with self._lock:
+            add = self._summary.add
             for record in records:
-                self._summary.add(record.event)
+                add(record)
 
     def force_flush(self, timeout: float | None = None) -> bool:
         return True

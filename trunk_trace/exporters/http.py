@@ -446,8 +446,8 @@ class TrunkHttpExporter:
 
     def _run_sender(self, replayer: bool) -> None:
         while True:
-            idle = IDLE_BEFORE_REPLAY if replayer and self._replay_due() else None
-            batch = self._take(block=True, timeout=idle)
+            # The replayer wakes now and then to see whether replaying became due.
+            batch = self._take(block=True, timeout=IDLE_BEFORE_REPLAY if replayer else None)
             if batch is not None:
                 self._deliver_safely(batch)
             elif self._closed:

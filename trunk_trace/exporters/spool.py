@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import sys
 import threading
 import time
 from typing import Iterable, Iterator, NamedTuple, Optional
 
-from .._report import count_drop, log, report_once
+from .._report import count_drop, report_once
 from .jsonl import read_lines
 
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
@@ -163,11 +164,13 @@ class Spool:
             total -= size
             lost += events
         if lost:
-            count_drop(lost)
-            # Loud on purpose: this is the only loss the library permits itself.
-            log.error(
-                "trunk_trace: the spool %s passed its cap of %d MB; removed the %d oldest undelivered event(s)",
-                self.directory, self.max_bytes // (1024 * 1024), lost,
+            count_drop(lost)  # the total is reported at exit
+            # Loud on purpose (an error, not a warning): the only loss the library permits itself.
+            report_once(
+                f"spool-cap:{self.directory}",
+                "the spool %s is over its cap of %g MB: removing the oldest undelivered events (%d so far); "
+                "run `trunk-trace flush` or raise TRUNK_TRACE_SPOOL_MAX_MB",
+                self.directory, self.max_bytes / (1024 * 1024), lost, level=logging.ERROR,
             )
         return lost
 
