@@ -18,7 +18,6 @@ silent <= budget + 0.5 s, all spooled; memory growth <= 64 MiB.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics

@@ -7,7 +7,6 @@ budget, what reached the server, and what waits in the spool.
 from __future__ import annotations
 
 import os
-import sys
 import textwrap
 
 import pytest
@@ -73,15 +72,16 @@ def test_endpoint_down_all_spooled_within_budget_then_flush_delivers_once(tmp_pa
     assert sink.ids() == []
     assert len(set(spooled_ids(spool))) == 3001
     lines = problem_lines(done.stderr)
-    assert len(lines) == 1 and lines[0].startswith("trunk_trace:") and spool in lines[0]
+    # One short line per kind of problem (on a slow machine "ran out of time" may join the first).
+    assert 1 <= len(lines) <= 2 and len(set(lines)) == len(lines)
+    assert all(line.startswith("trunk_trace:") and spool in line for line in lines)
     assert TOKEN not in done.stderr
 
     with Sink() as healthy:
         sent = flush(healthy.url, spool)
         assert sent.returncode == 0, sent.stdout + sent.stderr
         assert "sent 3001 event(s)" in sent.stdout
-        assert sorted(healthy.ids()) == sorted(set(spooled_ids_before := healthy.ids()))  # each once
-        assert len(spooled_ids_before) == 3001
+        assert len(healthy.ids()) == len(set(healthy.ids())) == 3001  # each exactly once
         again = flush(healthy.url, spool)
         assert again.returncode == 0 and "sent 0 event(s)" in again.stdout
     assert spooled_ids(spool) == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import stat
@@ -11,7 +10,6 @@ import sys
 
 from typing import NamedTuple
 
-import pytest
 from sink import TOKEN, Reply, Sink
 
 from trunk_trace._report import dropped

@@ -234,6 +234,20 @@ class Event:
         "_spec", "parent", "_id", "_chain", "_start", "_end", "_token",
         "_tags", "_metrics", "_conclusion", "_outcome", "_error", "_path", "_thread",
     )
+    _spec: Any  # the Block describing the step
+    parent: Event | RemoteParent | None
+    _id: Any  # an int until first formatted, then its str
+    _chain: Any  # the root Event, an inherited chain id (str), or None for a root
+    _start: int  # perf_counter_ns
+    _end: Any  # perf_counter_ns once finished, None while open
+    _token: Any  # the ContextVar token while current
+    _tags: dict[str, TagValue] | None
+    _metrics: dict[str, float] | None
+    _conclusion: Conclusion | None  # set by the user
+    _outcome: Conclusion | None  # from the exception the block ended with
+    _error: tuple[str, str] | None  # error.type and error.message
+    _path: str | None
+    _thread: int
 
     def __init__(self, spec: Any, parent: Event | RemoteParent | None) -> None:
         self._spec = spec

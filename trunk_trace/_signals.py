@@ -22,10 +22,16 @@ from typing import Any
 
 _installed = False
 _terminating = False
+_installed_by = 0  # the pid that installed the handler: a forked child inherits it
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     global _terminating
+    if os.getpid() != _installed_by:
+        # A forked child, before its at-fork hook ran (or while it runs): the default action.
+        # Raising here would be swallowed by the hook and the signal lost: Pool.terminate() hangs.
+        _default_in_child(signum, frame)
+        return
     if _exiting():
         return  # already exiting, delivering within the exit budget: that ends soon by itself
     if _terminating:
@@ -51,7 +57,7 @@ def in_multiprocessing_child() -> bool:
 
 def install() -> bool:
     """Install the handler if SIGTERM still has its default action; True when ours is in place."""
-    global _installed
+    global _installed, _installed_by
     if _installed:
         return signal.getsignal(signal.SIGTERM) is _on_sigterm
     if not hasattr(signal, "SIGTERM") or threading.current_thread() is not threading.main_thread():
@@ -61,6 +67,7 @@ def install() -> bool:
     try:
         if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
             return False  # the program handles SIGTERM itself: leave it alone
+        _installed_by = os.getpid()
         signal.signal(signal.SIGTERM, _on_sigterm)
     except (ValueError, OSError):
         return False
@@ -82,6 +89,55 @@ def uninstall() -> None:
         pass  # not the main thread: the handler stays, and still only raises Terminated
 
 
+def _default_in_child(signum: int, frame: Any) -> None:
+    # The default action: a SIGTERM that came between the fork and our hook was tripped for
+    # the inherited Python handler; with SIG_DFL set outright, Python would silently drop it
+    # and Pool.terminate() would wait forever for that worker.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+# Around fork, SIGTERM is blocked in the forking thread (the child inherits the mask). A SIGTERM
+# reaching the child before its hooks ran would otherwise trip the inherited Python handler and
+# be dropped (CPython clears tripped signals after fork, and an exception raised from an at-fork
+# hook is swallowed): Pool.terminate() then waits forever for that worker. Blocked, it stays
+# pending in the kernel until the child has the default action back; the parent gets its own.
+_blocked_for_fork = False
+
+
+def _before_fork() -> None:
+    global _blocked_for_fork
+    if _installed and hasattr(signal, "pthread_sigmask"):
+        try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            _blocked_for_fork = True
+        except (ValueError, OSError):
+            pass
+
+
+def _unblock_after_fork() -> None:
+    global _blocked_for_fork
+    if _blocked_for_fork:
+        _blocked_for_fork = False
+        try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        except (ValueError, OSError):
+            pass
+
+
 def after_fork_in_child() -> None:
-    # The forking thread is the child's main thread, so this may set handlers.
-    uninstall()
+    """In a forked child: SIGTERM terminates at once (never unwinds), as by default."""
+    global _installed, _terminating
+    if _installed:
+        _installed = _terminating = False
+        try:
+            # The forking thread is the child's main thread, so this may set handlers.
+            if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except (ValueError, OSError):
+            pass
+    _unblock_after_fork()  # a SIGTERM that came meanwhile is delivered now, with the default action
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_unblock_after_fork)

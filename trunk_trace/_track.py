@@ -10,7 +10,7 @@ once, and a ``Block`` may be entered again while open.
 from __future__ import annotations
 
 from time import perf_counter_ns
-from typing import Any, Callable, Mapping, TypeVar, overload
+from typing import Any, Callable, Literal, Mapping, TypeVar, overload
 
 from . import _state
 from ._context import _CURRENT, new_id
@@ -98,7 +98,7 @@ class Block:
         ev._start = perf_counter_ns()
         return ev
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         end = perf_counter_ns()
         ev = _CURRENT.get()
         # The event this block opened is the current one, unless tracing was
@@ -119,7 +119,7 @@ class Block:
     async def __aenter__(self) -> Event:
         return self.__enter__()
 
-    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    async def __aexit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         return self.__exit__(exc_type, exc, tb)
 
     # -- decorator --
@@ -284,6 +284,7 @@ def record_event(
     parent: Event | RemoteParent | None = None,
     event_id: str | None = None,
     tags: Mapping[str, TagValue] | None = None,
+    metrics: Mapping[str, float] | None = None,
     root: bool = False,
 ) -> Event | None:
     """Record a step that ran elsewhere or earlier, with known times (integrations, CLI).
@@ -307,6 +308,9 @@ def record_event(
     if tags:
         for key, value in tags.items():
             ev.tag(key, value)
+    if metrics:
+        for key, value in metrics.items():
+            ev.metric(key, value)
     _state.STATE.on_end(ev)
     return ev
 
