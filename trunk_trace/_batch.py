@@ -16,6 +16,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Sequence
 
 from ._event import Event, FinishedEvent
+from ._report import count_drop, report_once
 from .exporters import Exporter, call_exporter
 
 if TYPE_CHECKING:
@@ -63,10 +64,11 @@ class BatchProcessor:
     def on_end(self, ev: Event) -> None:
         queue = self._queue
         queue.append(ev)
-        if len(queue) == BATCH_SIZE:  # not on every append past it: the periodic wake covers races
+        queued = len(queue)
+        if queued == BATCH_SIZE:  # not on every append past it: the periodic wake covers races
             self._wake.set()
-            if len(queue) >= MAX_QUEUED_EVENTS:
-                self._relieve()
+        elif queued >= MAX_QUEUED_EVENTS:
+            self._relieve()
 
     def on_end_in_child(self, ev: Event) -> None:
         """``on_end`` in a child process, which may leave through ``os._exit`` without atexit.
@@ -162,6 +164,10 @@ class BatchProcessor:
         if thread is not None and thread is not threading.current_thread():
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         self.drain(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        left = len(self._queue)
+        if left:  # the exporter thread held the queue past the deadline
+            count_drop(left)
+            report_once("exit-queue", "%d event(s) were still being prepared when the exit budget ran out", left)
         if self._resources is None:
             return  # nothing ever finished: nothing to report
         for exporter in self._resources.exporters:
