@@ -886,9 +886,8 @@ def test_detect_with_missing_cwd(tmp_path):
 # --- unsupported host warning -----------------------------------------------------------------------
 
 
-def test_warn_if_unsupported_host_logs_once(monkeypatch, caplog):
-    monkeypatch.setattr(_ci, "_host_warning_logged", False)
-    caplog.set_level(logging.WARNING, logger="trunk_trace._ci")
+def test_warn_if_unsupported_host_logs_once(caplog):
+    caplog.set_level(logging.WARNING, logger="trunk_trace")
     assert warn_if_unsupported_host(R("github.com/o/r")) is False
     assert warn_if_unsupported_host(None) is False
     assert caplog.records == []
@@ -899,8 +898,7 @@ def test_warn_if_unsupported_host_logs_once(monkeypatch, caplog):
     assert "gitlab.com/g/p" in caplog.records[0].getMessage()
 
 
-def test_detect_does_not_log(monkeypatch, caplog):
-    monkeypatch.setattr(_ci, "_host_warning_logged", False)
+def test_detect_does_not_log(caplog):
     caplog.set_level(logging.DEBUG)
     env = {"GITLAB_CI": "true", "CI_SERVER_HOST": "gitlab.com", "CI_PROJECT_PATH": "g/p"}
     for _ in range(3):

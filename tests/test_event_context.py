@@ -71,3 +71,18 @@ def test_unreadable_repo_url_is_reported(tmp_path, caplog):
     trunk_trace.flush()
     assert json.loads(path.read_text())["repo"] is None
     assert "cannot read the repository" in caplog.text
+
+
+def test_a_repo_off_github_is_sent_with_one_warning(tmp_path, caplog):
+    trunk_trace.configure(
+        token="t0k3n", repo_url="https://gitlab.com/group/sub/proj.git", api_address="http://127.0.0.1:9",
+        spool_dir=str(tmp_path / "spool"), summary=False, exit_timeout=0.5,
+    )
+    for _ in range(3):
+        with track("x"):
+            pass
+        trunk_trace.flush(0.5)
+    trunk_trace.shutdown(0.5)
+    warnings = [r.getMessage() for r in caplog.records if "github.com" in r.getMessage()]
+    assert len(warnings) == 1 and "gitlab.com" in warnings[0]
+    assert "t0k3n" not in caplog.text

@@ -27,7 +27,6 @@ their web routes differ between versions.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from typing import Callable, Mapping, Optional, Union
@@ -37,7 +36,6 @@ import attrs
 
 __all__ = ["CIContext", "Repo", "detect", "parse_remote", "redact_url", "warn_if_unsupported_host"]
 
-_log = logging.getLogger(__name__)
 
 
 # --- git remotes --------------------------------------------------------------------------
@@ -123,21 +121,18 @@ def redact_url(url: str) -> str:
         return url if isinstance(url, str) else ""
 
 
-_host_warning_logged = False
-
-
 def warn_if_unsupported_host(repo: Repo | None) -> bool:
     """Return whether ``repo`` is on a host other than github.com; log that once per process."""
-    global _host_warning_logged
     if repo is None or repo.host == "github.com":
         return False
-    if not _host_warning_logged:
-        _host_warning_logged = True
-        _log.warning(
-            "repository %s is not on github.com; the Trunk CI Analytics API documents only "
-            "github.com as repo host and may reject these events (set TRUNK_REPO_URL to override)",
-            repo,
-        )
+    from ._report import report_once
+
+    report_once(
+        "unsupported-host",
+        "repository %s is not on github.com; the Trunk CI Analytics API documents only "
+        "github.com as repo host and may reject these events (set TRUNK_REPO_URL to override)",
+        repo,
+    )
     return True
 
 

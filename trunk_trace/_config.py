@@ -299,8 +299,11 @@ def build_resources(config: Config | None = None) -> Any:
     if config.file:
         exporters.append(JsonLinesExporter(config.file, repo))
     if config.token:
+        from ._ci import Repo, warn_if_unsupported_host
         from .exporters.http import TrunkHttpExporter
 
+        if repo is not None:
+            warn_if_unsupported_host(Repo(**repo))
         exporters.append(TrunkHttpExporter.from_config(config, repo))
     exporters.extend(config.exporters)
     return Resources(platform, common_tags, exporters)
