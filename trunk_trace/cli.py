@@ -135,12 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             ev.conclusion = Conclusion.FAILURE
             print(f"trunk-trace run: cannot run {command[0]!r}: {exc.strerror or exc}", file=sys.stderr)
             return 127 if isinstance(exc, FileNotFoundError) else 126
-        while True:
-            try:
-                returncode = child.wait()
-                break
-            except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for clarity
-                continue
+        returncode = child.wait()  # our handlers forward signals meanwhile; the wait resumes (PEP 475)
         status = returncode if returncode >= 0 else 128 - returncode
         ev.tag("exit_code", status)
         if returncode != 0:
