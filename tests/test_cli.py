@@ -65,7 +65,7 @@ def test_usage_errors_exit_2_with_one_line(args, words):
     assert words in result.stderr
 
 
-@pytest.mark.parametrize("command", ["run", "begin", "end", "flush", "show", "doctor"])
+@pytest.mark.parametrize("command", ["run", "begin", "end", "flush", "upload", "show", "doctor"])
 def test_help_everywhere(command):
     result = cli(command, "--help", env=clean_env())
     assert result.returncode == 0 and "usage: trunk-trace" in result.stdout
@@ -173,3 +173,26 @@ def test_doctor_redacts_the_token_and_reports_context(tmp_path):
     assert "gitlab.com/group/sub/proj (from TRUNK_REPO_URL)" in out and "only github.com" in out
     assert "github_actions" in out and "42" in out and "a" * 40 in out
     assert "pending    0 event(s)" in out
+
+
+def test_upload_sends_a_files_events_once_and_keeps_what_fails(tmp_path):
+    from sink import TOKEN, Reply, Sink, closed_port, script_env
+
+    events_file = tmp_path / "e.jsonl"
+    code = "from trunk_trace import track\nwith track('build'):\n    for _ in range(5):\n        with track('step'):\n            pass\n"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60,
+                   env=clean_env(TRUNK_TRACE_FILE=str(events_file), TRUNK_TRACE_SUMMARY="0", TRUNK_REPO_URL="github.com/acme/widgets"))
+    ids = [e["id"] for e in events_of(events_file)]
+    spool = str(tmp_path / "spool")
+    down = cli("upload", str(events_file), "--timeout", "1", env=script_env(f"http://127.0.0.1:{closed_port()}", spool))
+    assert down.returncode == 1 and "6 event(s) remain" in down.stdout
+    with Sink() as sink:
+        sink.push(Reply(503))  # one transient failure on the way
+        done = cli("upload", str(events_file), env=script_env(sink.url, spool))
+        assert done.returncode == 0, done.stdout + done.stderr
+        # The failed upload's copy and this one: each event arrives, always with its own id.
+        assert sorted(set(sink.ids())) == sorted(ids)
+        assert sink.accepted[0].body["repo"] == {"host": "github.com", "owner": "acme", "name": "widgets"}
+        assert all(TOKEN not in line for line in (done.stdout + done.stderr).splitlines())
+    no_token = cli("upload", str(events_file), env=clean_env())
+    assert no_token.returncode == 2 and "TRUNK_API_TOKEN" in no_token.stderr

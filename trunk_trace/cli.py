@@ -306,6 +306,55 @@ def _add_show(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=cmd_show)
 
 
+# --- upload: send a JSON Lines file's events ---
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    """Put a file's events in the spool, then flush: one delivery path, and nothing lost on failure."""
+    import attrs
+
+    from ._config import Config
+    from .exporters.jsonl import read_lines
+    from .exporters.spool import Spool, encode_event, encode_repo, spool_line
+
+    config = Config.from_env()
+    if args.spool_dir:
+        config = attrs.evolve(config, spool_dir=args.spool_dir)
+    if not config.token:
+        return _usage("upload", "TRUNK_API_TOKEN is not set; nothing sent")
+    known: list[str] = []
+    unknown: list[str] = []
+    try:
+        for item in read_lines(args.file):
+            repo = item.get("repo") if isinstance(item.get("repo"), dict) else None
+            line = spool_line(encode_repo(repo), item.get("pid", 0), item.get("thread", 0), encode_event(item["event"]))
+            (known if repo is not None else unknown).append(line)
+    except OSError as exc:
+        return _usage("upload", f"cannot read {args.file}: {exc.strerror or exc}", status=1)
+    if not known and not unknown:
+        return _usage("upload", f"no events in {args.file}", status=1)
+    spool = Spool(config.spool_dir, int(config.spool_max_mb * 1024 * 1024))
+    for lines, repo_known in ((known, True), (unknown, False)):
+        if lines and spool.write(lines, repo_known=repo_known) is None:
+            return _usage("upload", f"cannot write to the spool {spool.directory}; nothing sent", status=1)
+    print(f"trunk-trace upload: {len(known) + len(unknown)} event(s) from {args.file} queued in {spool.directory}")
+    return cmd_flush(args)
+
+
+def _add_upload(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "upload",
+        help="send the events of a JSON Lines file",
+        description="Send the events of FILE (written with TRUNK_TRACE_FILE) to Trunk. They go through the "
+        "spool: what cannot be sent now stays there for 'trunk-trace flush'. Events keep their ids, so "
+        "uploading a file twice stores each event once. Exits 1 when events remain unsent.",
+    )
+    parser.add_argument("file", metavar="FILE.jsonl")
+    parser.add_argument("--spool-dir", help="the spool directory (default: TRUNK_TRACE_SPOOL_DIR, else the per-user cache)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_FLUSH_TIMEOUT, help=f"give up after this many seconds (default {DEFAULT_FLUSH_TIMEOUT:g})")
+    parser.set_defaults(handler=cmd_upload)
+
+
 # --- doctor: what the library sees ---
 
 
@@ -434,7 +483,7 @@ def _version() -> str:
 
 # Each subcommand adds its parser here.
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_run, _add_begin, _add_end, _add_flush, _add_show, _add_doctor,
+    _add_run, _add_begin, _add_end, _add_flush, _add_upload, _add_show, _add_doctor,
 ]
 
 
