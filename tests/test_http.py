@@ -245,3 +245,17 @@ def test_sixteen_threads_of_ten_thousand_events_lose_nothing(sink, spool_dir):
     expected = sorted(i for mine in opened for i in mine)
     assert len(expected) == 160_000
     assert sorted(sink.ids() + spooled_ids(spool_dir)) == expected
+
+
+def test_flush_and_shutdown_without_a_timeout(sink, spool_dir):
+    """The public defaults (timeout=None) wait until delivered, and never raise."""
+    trunk_trace.configure(token=TOKEN, api_address=sink.url, repo_url="github.com/acme/widgets",
+                          spool_dir=spool_dir, summary=False)
+    with trunk_trace.track("x"):
+        pass
+    assert trunk_trace.flush() is True
+    assert len(sink.ids()) == 1
+    with trunk_trace.track("y"):
+        pass
+    trunk_trace.shutdown()
+    assert len(sink.ids()) == 2

@@ -122,8 +122,13 @@ class BatchProcessor:
             self._export_lock.release()
 
     def _relieve(self) -> None:
-        with self._export_lock:
-            self._drain_locked(leave=MAX_QUEUED_EVENTS // 2)
+        # Bounded wait: the lock's holder may be this very thread (an exporter
+        # that tracks blocks of its own), or an exporter thread about to drain.
+        if self._export_lock.acquire(timeout=0.05):
+            try:
+                self._drain_locked(leave=MAX_QUEUED_EVENTS // 2)
+            finally:
+                self._export_lock.release()
 
     def _drain_locked(self, leave: int = 0) -> int:
         queue = self._queue

@@ -39,7 +39,22 @@ ENVIRONMENT = {
     "TRUNK_TRACE_SPOOL_DIR": "spool_dir",
     "TRUNK_TRACE_SIGTERM": "handle_sigterm",
     "TRUNK_TRACE_SPOOL_MAX_MB": "spool_max_mb",
+    "TRUNK_TRACE_CHROME": "chrome",
+    # OpenTelemetry's own variables, as its specification defines them. A signal-specific
+    # variable comes after the generic one, so it wins.
+    "OTEL_SDK_DISABLED": "otlp_enabled",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "otlp_endpoint",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "otlp_endpoint",
+    "OTEL_EXPORTER_OTLP_HEADERS": "otlp_headers",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "otlp_headers",
+    "OTEL_EXPORTER_OTLP_TIMEOUT": "otlp_timeout",
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "otlp_timeout",
+    "OTEL_EXPORTER_OTLP_COMPRESSION": "otlp_compression",
+    "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "otlp_compression",
+    "OTEL_RESOURCE_ATTRIBUTES": "otlp_resource",
+    "OTEL_SERVICE_NAME": "otlp_resource",
 }
+_OTLP_PROTOCOL_VARIABLES = ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
 
 
 def _check_api_address(instance: Any, attribute: Any, value: str) -> None:
@@ -88,6 +103,30 @@ def _check_bool(instance: Any, attribute: Any, value: bool) -> None:
         raise TypeError(f"{attribute.name} must be True or False, got {value!r}")
 
 
+def _check_otlp_endpoint(instance: Any, attribute: Any, value: Optional[str]) -> None:
+    if value is None:
+        return
+    parsed = urllib.parse.urlsplit(value) if isinstance(value, str) else None
+    if parsed is None or parsed.scheme not in ("https", "http") or not parsed.hostname:
+        raise ValueError(f"otlp_endpoint must be an http(s) URL like 'http://localhost:4318/v1/traces', got {value!r}")
+    if parsed.username or parsed.password:
+        raise ValueError("otlp_endpoint must not carry credentials; put them in otlp_headers (OTEL_EXPORTER_OTLP_HEADERS)")
+
+
+def _check_otlp_headers(instance: Any, attribute: Any, value: Mapping[str, str]) -> None:
+    from .exporters.otlp import valid_header
+
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str) or not valid_header(key, item):
+            # The value may be a secret: name the key only.
+            raise ValueError(f"otlp_headers: header {key!r} is not a valid HTTP header name and value")
+
+
+def _check_otlp_compression(instance: Any, attribute: Any, value: Optional[str]) -> None:
+    if value not in (None, "gzip"):
+        raise ValueError(f"otlp_compression must be 'gzip' or None, got {value!r}")
+
+
 def _check_exporters(instance: Any, attribute: Any, value: Sequence[Any]) -> None:
     for exporter in value:
         missing = [m for m in ("export", "force_flush", "shutdown") if not callable(getattr(exporter, m, None))]
@@ -114,6 +153,19 @@ class Config:
     handle_sigterm: bool = attrs.field(default=True, validator=_check_bool)
     #: Cap of the spool of undelivered events, in MB; past it the oldest go (counted, reported).
     spool_max_mb: float = attrs.field(default=DEFAULT_SPOOL_MAX_MB, validator=_check_megabytes)
+    #: Write a trace file for Perfetto / chrome://tracing here (child processes add to it).
+    chrome: Optional[str] = attrs.field(default=None, validator=_check_optional_text)
+    #: OTLP/HTTP traces URL, used as is (OTEL_EXPORTER_OTLP_ENDPOINT gets /v1/traces appended).
+    otlp_endpoint: Optional[str] = attrs.field(default=None, validator=_check_otlp_endpoint)
+    #: Headers of every OTLP request (often an API key): never shown, logged or spooled.
+    otlp_headers: Mapping[str, str] = attrs.field(factory=dict, converter=dict, repr=False, hash=False, validator=_check_otlp_headers)
+    #: Seconds one OTLP request may take (the variables say milliseconds, as the specification does).
+    otlp_timeout: float = attrs.field(default=10.0, validator=_check_timeout)
+    otlp_compression: Optional[str] = attrs.field(default=None, validator=_check_otlp_compression)
+    #: Extra resource attributes (OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME as service.name).
+    otlp_resource: Mapping[str, str] = attrs.field(factory=dict, converter=dict, hash=False)
+    #: False (OTEL_SDK_DISABLED=true) turns the OTLP exporter off.
+    otlp_enabled: bool = attrs.field(default=True, validator=_check_bool)
     #: Extra exporters (objects with export/force_flush/shutdown).
     exporters: Sequence[Any] = attrs.field(default=(), converter=tuple, validator=_check_exporters)
 
@@ -131,7 +183,11 @@ class Config:
             if raw is None or raw.strip() == "":
                 continue
             value: Any = raw.strip()
-            if setting in ("enabled", "summary", "handle_sigterm"):
+            if name.startswith("OTEL_"):
+                value = _otel_value(name, value, settings.get(setting))
+                if value is None:
+                    continue
+            elif setting in ("enabled", "summary", "handle_sigterm"):
                 value = env_flag(raw)
                 if value is None:
                     report_once(f"env:{name}", "ignoring %s=%r: expected 1/0, true/false, yes/no or on/off", name, raw)
@@ -153,11 +209,58 @@ class Config:
                     report_once(f"env:{name}", "ignoring %s=%r: expected megabytes, e.g. 100", name, raw)
                     continue
             settings[setting] = value
+        for name in _OTLP_PROTOCOL_VARIABLES:
+            protocol = env.get(name, "").strip()
+            if protocol and protocol != "http/json" and settings.get("otlp_endpoint"):
+                report_once(f"env:{name}", "%s=%s: trunk_trace sends OTLP/HTTP with JSON (http/json) only", name, protocol)
         try:
             return cls(**settings)
         except (TypeError, ValueError) as exc:
             report_once("env:config", "ignoring the environment's trunk_trace settings: %s", exc)
             return cls()
+
+
+def _otel_value(name: str, raw: str, before: Any) -> Any:
+    """An OpenTelemetry variable's value as the setting wants it; None (reported once) when unreadable."""
+    if name == "OTEL_SDK_DISABLED":
+        return raw.lower() != "true"  # the specification: only "true" (any case) disables
+    if name.endswith("_ENDPOINT"):
+        from .exporters.otlp import traces_url
+
+        value = raw if name == "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" else traces_url(raw)
+        try:
+            _check_otlp_endpoint(None, None, value)
+        except ValueError as exc:
+            report_once(f"env:{name}", "ignoring %s: %s", name, exc)
+            return None
+        return value
+    if name.endswith("_TIMEOUT"):
+        try:
+            seconds = float(raw) / 1000.0  # milliseconds, per the specification
+            if not math.isfinite(seconds) or seconds <= 0:
+                raise ValueError
+        except ValueError:
+            report_once(f"env:{name}", "ignoring %s=%r: expected milliseconds, e.g. 10000", name, raw)
+            return None
+        return seconds
+    if name.endswith("_COMPRESSION"):
+        if raw.lower() in ("gzip", "none"):
+            return "gzip" if raw.lower() == "gzip" else None
+        report_once(f"env:{name}", "ignoring %s=%r: expected gzip or none", name, raw)
+        return None
+    if name == "OTEL_SERVICE_NAME":
+        return {**(before or {}), "service.name": raw}
+    from .exporters.otlp import parse_key_values, valid_header
+
+    pairs, bad = parse_key_values(raw)
+    if name.endswith("_HEADERS"):
+        bad += [key for key, value in pairs.items() if not valid_header(key, value)]
+        pairs = {key: value for key, value in pairs.items() if valid_header(key, value)}
+    if bad:  # keys and positions only: header values may be secrets
+        report_once(f"env:{name}", "ignoring malformed entries of %s: %s", name, ", ".join(bad))
+    if name == "OTEL_RESOURCE_ATTRIBUTES":
+        return {**pairs, **(before or {})}  # OTEL_SERVICE_NAME, read later, wins anyway
+    return pairs
 
 
 def get_config() -> Config:
@@ -305,5 +408,13 @@ def build_resources(config: Config | None = None) -> Any:
         if repo is not None:
             warn_if_unsupported_host(Repo(**repo))
         exporters.append(TrunkHttpExporter.from_config(config, repo))
+    if config.otlp_endpoint and config.otlp_enabled:
+        from .exporters.otlp import OtlpHttpExporter
+
+        exporters.append(OtlpHttpExporter.from_config(config, repo, common_tags))
+    if config.chrome:
+        from .exporters.chrome import ChromeTraceExporter
+
+        exporters.append(ChromeTraceExporter(config.chrome))
     exporters.extend(config.exporters)
     return Resources(platform, common_tags, exporters)

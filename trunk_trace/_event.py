@@ -414,6 +414,32 @@ class FinishedEvent:
     def duration_ms(self) -> float:
         return (self._live._end - self._live._start) / 1e6
 
+    # Nanosecond epoch times for outputs finer than the wire's milliseconds (OTLP, trace files).
+    @property
+    def start_ns(self) -> int:
+        return _WALL_ANCHOR_NS + self._live._start - _MONOTONIC_ANCHOR_NS
+
+    @property
+    def end_ns(self) -> int:
+        return _WALL_ANCHOR_NS + self._live._end - _MONOTONIC_ANCHOR_NS
+
+    @property
+    def parent_thread(self) -> int | None:
+        """The thread of the parent when it is a block of this process; None for a root or a remote parent."""
+        parent = self._live.parent
+        return parent._thread if isinstance(parent, Event) else None
+
+    @property
+    def root_name(self) -> str:
+        """The name of the chain's root: the outermost block's when it is in this process, else
+        the first segment of the inherited parent's key (keys are paths of names by default)."""
+        ev: Event | RemoteParent = self._live
+        while isinstance(ev, Event) and ev.parent is not None:
+            ev = ev.parent
+        if isinstance(ev, Event):
+            return ev._spec.name
+        return ev.key.split("/", 1)[0]
+
     @property
     def conclusion(self) -> str:
         return self._live.conclusion.value  # type: ignore[union-attr]

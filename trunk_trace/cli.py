@@ -10,26 +10,36 @@ import argparse
 import math
 import sys
 import time
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 DEFAULT_FLUSH_TIMEOUT = 60.0
 
 
 def cmd_flush(args: argparse.Namespace) -> int:
-    """Send the events waiting in the spool; exit 1 when some remain."""
+    """Send the events waiting in the spool (Trunk's, and OTLP's when configured); exit 1 when some remain."""
     import attrs
 
     from ._config import Config
-    from .exporters.http import Client, replay_claim
-    from .exporters.spool import Spool
 
     config = Config.from_env()
     if args.spool_dir:
         config = attrs.evolve(config, spool_dir=args.spool_dir)
-    spool = Spool(config.spool_dir, int(config.spool_max_mb * 1024 * 1024))
-    if not config.token:
-        print("trunk-trace flush: TRUNK_API_TOKEN is not set; nothing sent", file=sys.stderr)
+    otlp = config.otlp_endpoint is not None and config.otlp_enabled
+    if not config.token and not otlp:
+        print("trunk-trace flush: TRUNK_API_TOKEN is not set (nor an OTLP endpoint); nothing sent", file=sys.stderr)
         return 2
+    deadline = math.inf if args.timeout is None else time.monotonic() + args.timeout
+    status = _flush_trunk(config, deadline) if config.token else 0
+    if otlp:
+        status = max(status, _flush_otlp(config, deadline))
+    return status
+
+
+def _flush_trunk(config: Any, deadline: float) -> int:
+    from .exporters.http import Client
+    from .exporters.spool import Spool
+
+    spool = Spool(config.spool_dir, int(config.spool_max_mb * 1024 * 1024))
     fallback_repo = None
     if config.repo_url:
         from ._ci import parse_remote
@@ -40,7 +50,26 @@ def cmd_flush(args: argparse.Namespace) -> int:
     if not client.token_ok:
         print("trunk-trace flush: TRUNK_API_TOKEN holds characters not allowed in an HTTP header", file=sys.stderr)
         return 2
-    deadline = math.inf if args.timeout is None else time.monotonic() + args.timeout
+    status = _replay(client, spool, deadline, "event(s)", fallback_repo=fallback_repo)
+    if status and fallback_repo is None and any(n.endswith(".norepo.jsonl") for n in spool.pending(include_no_repo=True)):
+        print("trunk-trace flush: some events have no repository: set TRUNK_REPO_URL and run again")
+    return status
+
+
+def _flush_otlp(config: Any, deadline: float) -> int:
+    from .exporters.otlp import OtlpBatch, make_client, otlp_spool
+
+    client = make_client(
+        config.otlp_endpoint, config.otlp_headers, gzip=config.otlp_compression == "gzip",
+        timeout=config.otlp_timeout, connections=1,
+    )
+    return _replay(client, otlp_spool(config), deadline, "span(s)", batch_type=OtlpBatch)
+
+
+def _replay(client: Any, spool: Any, deadline: float, what: str, **options: Any) -> int:
+    """Send every pending file of *spool* through *client*; print what happened; 1 when some remain."""
+    from .exporters.http import replay_claim
+
     spool.recover()
     sent = 0
     rejected = 0
@@ -51,7 +80,7 @@ def cmd_flush(args: argparse.Namespace) -> int:
         claim = spool.claim(name)
         if claim is None:
             continue  # another process is sending it
-        result = replay_claim(client, spool, claim, fallback_repo=fallback_repo, deadline=deadline)
+        result = replay_claim(client, spool, claim, deadline=deadline, **options)
         sent += result.sent
         rejected += len(result.rejected)
         if result.last is not None:
@@ -59,15 +88,13 @@ def cmd_flush(args: argparse.Namespace) -> int:
             break  # the endpoint is down or refuses us: the rest stays for next time
     client.close()
     remaining = spool.stats("pending")
-    print(f"trunk-trace flush: sent {sent} event(s) to {client.url}")
+    print(f"trunk-trace flush: sent {sent} {what} to {client.url}")
     if rejected:
-        print(f"trunk-trace flush: {rejected} event(s) rejected by the server, kept in {spool.rejected_dir}")
+        print(f"trunk-trace flush: {rejected} {what} rejected by the server, kept in {spool.rejected_dir}")
     if failure is not None:
         print(f"trunk-trace flush: stopped: {failure.detail}")
     if remaining.events:
-        print(f"trunk-trace flush: {remaining.events} event(s) remain in {spool.directory}")
-        if fallback_repo is None and any(n.endswith(".norepo.jsonl") for n in spool.pending(include_no_repo=True)):
-            print("trunk-trace flush: some events have no repository: set TRUNK_REPO_URL and run again")
+        print(f"trunk-trace flush: {remaining.events} {what} remain in {spool.directory}")
         return 1
     print(f"trunk-trace flush: nothing remains in {spool.directory}")
     return 0
@@ -78,7 +105,9 @@ def _add_flush(subparsers: argparse._SubParsersAction) -> None:
         "flush",
         help="send the events waiting in the spool",
         description="Send the events that earlier runs could not deliver (kept in the spool). "
-        "Reads TRUNK_API_TOKEN, TRUNK_PUBLIC_API_ADDRESS, TRUNK_REPO_URL and TRUNK_TRACE_SPOOL_DIR. "
+        "Reads TRUNK_API_TOKEN, TRUNK_PUBLIC_API_ADDRESS, TRUNK_REPO_URL and TRUNK_TRACE_SPOOL_DIR; "
+        "with an OTLP endpoint set (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, "
+        "OTEL_EXPORTER_OTLP_HEADERS), also sends the spans in the spool's otlp/ directory. "
         "Exits 1 when events remain.",
     )
     parser.add_argument("--spool-dir", help="the spool directory (default: TRUNK_TRACE_SPOOL_DIR, else the per-user cache)")
@@ -280,6 +309,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     from .exporters.console import Summary, wants_colour
     from .exporters.jsonl import read_lines
 
+    if args.format == "chrome":
+        return _show_chrome(args.file)
     summary = Summary()
     try:
         for item in read_lines(args.file):
@@ -303,7 +334,29 @@ def _add_show(subparsers: argparse._SubParsersAction) -> None:
         description="Print the timing summary (waterfall) of the events in FILE (written with TRUNK_TRACE_FILE).",
     )
     parser.add_argument("file", metavar="FILE.jsonl")
+    parser.add_argument(
+        "--format", choices=("summary", "chrome"), default="summary",
+        help="summary (default): the waterfall; chrome: a trace file for ui.perfetto.dev and chrome://tracing "
+        "(trunk-trace show FILE.jsonl --format chrome > trace.json)",
+    )
     parser.set_defaults(handler=cmd_show)
+
+
+def _show_chrome(path: str) -> int:
+    from .exporters.chrome import dumps, from_lines
+    from .exporters.jsonl import read_lines
+
+    try:
+        events = from_lines(read_lines(path))
+    except OSError as exc:
+        return _usage("show", f"cannot read {path}: {exc.strerror or exc}", status=1)
+    except (KeyError, TypeError) as exc:
+        return _usage("show", f"{path} holds an event without {exc}", status=1)
+    if not events:
+        print(f"trunk-trace show: no events in {path}", file=sys.stderr)
+        return 1
+    sys.stdout.write(dumps(events))
+    return 0
 
 
 # --- upload: send a JSON Lines file's events ---
@@ -378,6 +431,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         ("exit budget", f"{config.exit_timeout:g} s"),
         ("summary", "on" if config.summary_enabled else "off"),
         ("events file", config.file or "none (set TRUNK_TRACE_FILE)"),
+        ("trace file", config.chrome or "none (set TRUNK_TRACE_CHROME)"),
+        ("otlp", (config.otlp_endpoint + f" ({len(config.otlp_headers)} header(s), values hidden)"
+                           + ("" if config.otlp_enabled else "; off: OTEL_SDK_DISABLED")) if config.otlp_endpoint
+         else "none (set OTEL_EXPORTER_OTLP_ENDPOINT)"),
         ("platform", config.platform or context.platform),
     ]
     if config.repo_url:

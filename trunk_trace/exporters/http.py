@@ -1,5 +1,9 @@
 """The Trunk API exporter: batches over urllib3, retried, and never lost (the spool keeps the rest).
 
+The machinery (:class:`HttpClient`, :class:`Batch`, :class:`HttpExporter`,
+:func:`replay_claim`) does not depend on the wire format: the OTLP exporter
+(:mod:`trunk_trace.exporters.otlp`) runs on it too, with its own spool.
+
 How the pieces fit:
 
 * ``export()`` (called by the processor thread, or by the main thread at exit)
@@ -73,44 +77,68 @@ class Outcome(NamedTuple):
     refused: bool = False
 
 
-class Client:
-    """POSTs bodies to ``{origin}/v1/metrics/trackEvents`` over one reused connection pool."""
+class HttpClient:
+    """POSTs bodies to one URL over one reused connection pool; retrying is the caller's business.
 
-    def __init__(self, token: str, api_address: str, connections: int = SENDERS) -> None:
+    Shared by the Trunk API (:class:`Client`) and OTLP. *classify* says what a
+    status means; *secrets* (header values) never appear in a message.
+    """
+
+    label = "the server"  # names the receiver in messages
+    mask = "<redacted>"
+
+    def __init__(
+        self,
+        url: str,
+        headers: dict,
+        *,
+        connections: int = SENDERS,
+        classify: Callable[[int], Verdict] = classify_status,
+        secrets: Sequence[str] = (),
+        gzip: bool = False,
+        timeout: float = READ_TIMEOUT,
+    ) -> None:
         import platform
 
         import urllib3
 
         self._urllib3 = urllib3
-        parts = urllib.parse.urlsplit(api_address)
-        self.path = parts.path.rstrip("/") + TRACK_EVENTS_PATH
-        self.url = f"{parts.scheme}://{parts.netloc}{self.path}"
-        self._token = token
-        self.token_ok = token.isascii() and token.isprintable() and token.strip() == token
+        parts = urllib.parse.urlsplit(url)
+        self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self.url = f"{parts.scheme}://{parts.netloc}{parts.path or '/'}"
+        self._secrets = tuple(s for s in secrets if s)
+        self._classify = classify
+        self._gzip = gzip
+        self._timeout = timeout
         self._headers = {
-            "x-api-token": token,
             "Content-Type": "application/json",
-            "x-source": SOURCE,
             "User-Agent": f"trunk-trace/{__version__} python/{platform.python_version()} urllib3/{urllib3.__version__}",
+            **headers,
         }
+        if gzip:
+            self._headers["Content-Encoding"] = "gzip"
         manager = urllib3.PoolManager(
             num_pools=1,
             maxsize=connections,
             block=False,
             retries=False,  # the retry policy is ours (urllib3 would not retry a POST anyway)
-            timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
+            timeout=urllib3.Timeout(connect=min(CONNECT_TIMEOUT, timeout), read=timeout),
             cert_reqs="CERT_REQUIRED",
         )
         self._pool = manager.connection_from_url(self.url)
 
     def __repr__(self) -> str:
-        return f"Client({self.url!r})"
+        return f"{type(self).__name__}({self.url!r})"
 
     def post(self, body: bytes, limit: float = math.inf) -> Outcome:
         """One attempt, within *limit* seconds per phase (connect, read)."""
         urllib3 = self._urllib3
         limit = max(0.05, limit)
-        timeout = urllib3.Timeout(connect=min(CONNECT_TIMEOUT, limit), read=min(READ_TIMEOUT, limit))
+        timeout = urllib3.Timeout(connect=min(CONNECT_TIMEOUT, self._timeout, limit), read=min(self._timeout, limit))
+        if self._gzip:
+            import gzip
+
+            body = gzip.compress(body, compresslevel=6)
         try:
             response = self._pool.urlopen(
                 "POST", self.path, body=body, headers=self._headers,
@@ -119,7 +147,7 @@ class Client:
         except Exception as exc:  # connection refused or reset, timeouts, protocol errors
             return Outcome(Verdict.RETRY, detail=self._describe(exc), refused=is_refused(exc))
         status = response.status
-        verdict = classify_status(status)
+        verdict = self._classify(status)
         if verdict is Verdict.DELIVERED:
             return Outcome(verdict, status)
         retry_after = None
@@ -135,7 +163,9 @@ class Client:
         return Outcome(verdict, status, retry_after, detail)
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._token, "<token>") if self._token else text
+        for secret in self._secrets:
+            text = text.replace(secret, self.mask)
+        return text
 
     def _describe(self, exc: BaseException) -> str:
         """A few words on a network error (urllib3's own messages run over a line)."""
@@ -158,8 +188,27 @@ class Client:
             pass
 
 
+class Client(HttpClient):
+    """POSTs bodies to ``{origin}/v1/metrics/trackEvents`` with the token in ``x-api-token``."""
+
+    label = "the Trunk API"
+    mask = "<token>"
+
+    def __init__(self, token: str, api_address: str, connections: int = SENDERS) -> None:
+        parts = urllib.parse.urlsplit(api_address)
+        url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}{TRACK_EVENTS_PATH}"
+        self.token_ok = token.isascii() and token.isprintable() and token.strip() == token
+        super().__init__(url, {"x-api-token": token, "x-source": SOURCE}, connections=connections, secrets=(token,))
+
+
 class Batch:
-    """Events of one repo, encoded once, sent as one request (or spooled as one file)."""
+    """Events of one repo, encoded once, sent as one request (or spooled as one file).
+
+    The request body and the spool line are the Trunk API's; OTLP's batch
+    (:class:`~trunk_trace.exporters.otlp.OtlpBatch`) overrides :meth:`body`,
+    :meth:`line` and :meth:`group_of`. ``repo_json`` is the group a batch is
+    sent under: the repo here, the OTLP resource there.
+    """
 
     __slots__ = ("repo_json", "items", "size", "state")
 
@@ -178,7 +227,15 @@ class Batch:
 
     def lines(self) -> list[str]:
         repo = self.repo_json
-        return [spool_line(repo, pid, thread, event) for pid, thread, event in self.items]
+        return [self.line(repo, pid, thread, event) for pid, thread, event in self.items]
+
+    # How spool lines are written and read back (see replay_claim).
+    line = staticmethod(spool_line)
+
+    @staticmethod
+    def group_of(item: dict) -> str:
+        """The group (encoded repo, ``null`` when unknown) a spooled line was written under."""
+        return encode_repo(item["repo"]) if isinstance(item.get("repo"), dict) else "null"
 
     def fits(self, other: Batch) -> bool:
         return (
@@ -188,7 +245,9 @@ class Batch:
         )
 
 
-def make_batches(repo_json: str, encoded: Iterable[tuple[int, int, str]]) -> list[Batch]:
+def make_batches(
+    repo_json: str, encoded: Iterable[tuple[int, int, str]], batch_type: type[Batch] = Batch
+) -> list[Batch]:
     """Cut encoded events into request-sized batches."""
     batches: list[Batch] = []
     items: list[tuple[int, int, str]] = []
@@ -196,12 +255,12 @@ def make_batches(repo_json: str, encoded: Iterable[tuple[int, int, str]]) -> lis
     for item in encoded:
         length = len(item[2]) + 1
         if items and (len(items) >= MAX_BATCH_EVENTS or size + length > MAX_BATCH_BYTES):
-            batches.append(Batch(repo_json, items, size))
+            batches.append(batch_type(repo_json, items, size))
             items, size = [], 0
         items.append(item)
         size += length
     if items:
-        batches.append(Batch(repo_json, items, size))
+        batches.append(batch_type(repo_json, items, size))
     return batches
 
 
@@ -213,7 +272,7 @@ class ReplayResult(NamedTuple):
 
 
 def replay_claim(
-    client: Client,
+    client: HttpClient,
     spool: Spool,
     claim: Claim,
     *,
@@ -222,6 +281,7 @@ def replay_claim(
     deadline: float = math.inf,
     wait: Callable[[float], bool] = lambda seconds: (time.sleep(seconds), True)[1],
     keep_going: Callable[[], bool] = lambda: True,
+    batch_type: type[Batch] = Batch,
 ) -> ReplayResult:
     """Send the events of a claimed spool file, then settle it (see :meth:`Spool.finish`).
 
@@ -233,13 +293,14 @@ def replay_claim(
     groups: dict[tuple[str, str], list[tuple[int, int, str]]] = {}
     fallback_json = None if fallback_repo is None else encode_repo(fallback_repo)
     unsent: list[str] = []
+    line = batch_type.line
     for item in spool.read(claim):
-        repo_json = encode_repo(item["repo"]) if isinstance(item.get("repo"), dict) else "null"
+        repo_json = batch_type.group_of(item)
         pid, thread = item.get("pid", 0), item.get("thread", 0)
         event_json = encode_event(item["event"])
         target = fallback_json if repo_json == "null" else repo_json
         if target is None:
-            unsent.append(spool_line(repo_json, pid, thread, event_json))
+            unsent.append(line(repo_json, pid, thread, event_json))
             continue
         groups.setdefault((repo_json, target), []).append((pid, thread, event_json))
     sent = 0
@@ -247,8 +308,8 @@ def replay_claim(
     last: Optional[Outcome] = None
     stopped = False
     for (spooled_repo, target), encoded in groups.items():
-        for batch in make_batches(target, encoded):
-            lines = [spool_line(spooled_repo, pid, thread, event) for pid, thread, event in batch.items]
+        for batch in make_batches(target, encoded, batch_type):
+            lines = [line(spooled_repo, pid, thread, event) for pid, thread, event in batch.items]
             if last is not None or stopped or not keep_going():
                 stopped = True
                 unsent.extend(lines)
@@ -257,8 +318,8 @@ def replay_claim(
             if outcome.verdict is Verdict.DELIVERED:
                 sent += len(batch)
             elif outcome.verdict is Verdict.REJECTED:
-                report_once(f"rejected:{outcome.detail}", "the Trunk API rejected a batch (%s); it is kept in %s",
-                            outcome.detail, spool.rejected_dir)
+                report_once(f"rejected:{client.label}:{outcome.detail}", "%s rejected a batch (%s); it is kept in %s",
+                            client.label, outcome.detail, spool.rejected_dir)
                 rejected.extend(lines)
             else:
                 last = outcome
@@ -268,7 +329,7 @@ def replay_claim(
 
 
 def send_with_retries(
-    client: Client, body: bytes, policy: RetryPolicy, deadline: float, wait: Callable[[float], bool]
+    client: HttpClient, body: bytes, policy: RetryPolicy, deadline: float, wait: Callable[[float], bool]
 ) -> Outcome:
     attempt = 0
     while True:
@@ -281,24 +342,33 @@ def send_with_retries(
             return outcome
 
 
-class TrunkHttpExporter:
-    """Sends finished events to the Trunk CI Analytics API (see the module's docstring)."""
+class HttpExporter:
+    """The delivery machinery (see the module's docstring), whatever the wire format.
+
+    A subclass says how records become batches (:meth:`_encode`); its batch
+    type says how a batch becomes a request body and spool lines. The Trunk
+    API (:class:`TrunkHttpExporter`) and OTLP
+    (:class:`~trunk_trace.exporters.otlp.OtlpHttpExporter`) share everything else:
+    sender threads, retries, deadlines, the spool and its replay.
+    """
+
+    batch_type: type[Batch] = Batch
+    reasons: dict = _REASONS  # one message per kind of problem
+    report_key = "http"  # keeps one exporter's messages from silencing another's
+    repo_known = True  # False: nothing can be sent, everything goes to the spool
 
     def __init__(
         self,
-        token: str,
-        api_address: str,
-        repo: Optional[dict],
+        client: HttpClient,
         spool: Spool,
         *,
         policy: RetryPolicy = RetryPolicy(),
         senders: int = SENDERS,
         max_queued_events: int = MAX_QUEUED_EVENTS,
         replay: bool = True,
+        halted: Optional[str] = None,
     ) -> None:
-        self._client = Client(token, api_address, senders)
-        self._repo = repo
-        self._repo_json = encode_repo(repo)
+        self._client = client
         self._spool = spool
         self._policy = policy
         self._max_queued = max_queued_events
@@ -309,7 +379,7 @@ class TrunkHttpExporter:
         self._deadlines: list[float] = []  # of the flushes in progress, and of shutdown
         self._closed = False
         self._shut_down = False
-        self._halted: Optional[str] = None if self._client.token_ok else "bad-token"
+        self._halted: Optional[str] = halted
         self._unreachable = False  # a connection was refused and nothing succeeded since
         self._delivered_any = False
         self._replay = replay
@@ -318,7 +388,8 @@ class TrunkHttpExporter:
         self._threads: list[threading.Thread] = []
         for number in range(senders):
             thread = threading.Thread(
-                target=self._run_sender, args=(number == 0,), name=f"trunk_trace.sender-{number}", daemon=True
+                target=self._run_sender, args=(number == 0,), name=f"trunk_trace.{self.report_key}-sender-{number}",
+                daemon=True,
             )
             try:
                 thread.start()
@@ -326,18 +397,8 @@ class TrunkHttpExporter:
                 break  # at interpreter exit no thread may start: flush and shutdown send inline
             self._threads.append(thread)
 
-    @classmethod
-    def from_config(cls, config: Any, repo: Optional[dict]) -> TrunkHttpExporter:
-        if repo is None and config.repo_url:
-            from .._ci import parse_remote
-
-            parsed = parse_remote(config.repo_url)
-            repo = parsed.to_wire() if parsed is not None else None
-        max_bytes = int(getattr(config, "spool_max_mb", 100) * 1024 * 1024)
-        return cls(config.token, config.api_address, repo, Spool(config.spool_dir, max_bytes))
-
     def __repr__(self) -> str:
-        return f"TrunkHttpExporter({self._client.url!r}, spool={self._spool.directory!r})"
+        return f"{type(self).__name__}({self._client.url!r}, spool={self._spool.directory!r})"
 
     @property
     def spool(self) -> Spool:
@@ -349,12 +410,15 @@ class TrunkHttpExporter:
 
     # -- the exporter protocol --
 
+    def _encode(self, records: Sequence[FinishedEvent]) -> list[Batch]:
+        """Records as request-sized batches (the part that knows the wire format)."""
+        raise NotImplementedError
+
     def export(self, records: Sequence[FinishedEvent]) -> None:
         if not records:
             return
-        encoded = [(r.pid, r.thread_id, encode_event(r.event)) for r in records]
-        batches = make_batches(self._repo_json, encoded)
-        if self._repo is None:
+        batches = self._encode(records)
+        if not self.repo_known:
             self._to_spool(batches, "no-repo")
             return
         overflow: list[Batch] = []
@@ -414,7 +478,7 @@ class TrunkHttpExporter:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                self._cond.wait(remaining)
+                self._cond.wait(None if remaining == math.inf else remaining)  # wait(inf) overflows
             leftover = self._abandon()
         if leftover:
             self._to_spool(leftover, "deadline", detail="budget spent")
@@ -470,7 +534,7 @@ class TrunkHttpExporter:
             # Small batches that arrived one by one go out as one request.
             while self._queue and batch.fits(self._queue[0]):
                 more = self._queue.popleft()
-                batch = Batch(batch.repo_json, batch.items + more.items, batch.size + more.size)
+                batch = type(batch)(batch.repo_json, batch.items + more.items, batch.size + more.size)
             self._queued_events -= len(batch)
             batch.state = SENDING
             self._inflight.add(batch)
@@ -503,8 +567,9 @@ class TrunkHttpExporter:
                 self._delivered_any = True
                 return self._settle(batch)
             if verdict is Verdict.REJECTED:
-                report_once(f"rejected:{outcome.detail}", "the Trunk API rejected a batch (%s); it is kept in %s",
-                            outcome.detail, self._spool.rejected_dir)
+                label = self._client.label
+                report_once(f"rejected:{label}:{outcome.detail}", "%s rejected a batch (%s); it is kept in %s",
+                            label, outcome.detail, self._spool.rejected_dir)
                 return self._give_up(batch, None, area="rejected")
             if verdict is not Verdict.RETRY:  # the token or the address is wrong: nothing will get through
                 kind = verdict.value
@@ -568,15 +633,14 @@ class TrunkHttpExporter:
         self._write(lines, len(lines), kind, detail, "pending")
 
     def _write(self, lines: list[str], count: int, kind: Optional[str], detail: str, area: str) -> None:
-        repo_known = self._repo is not None
-        if self._spool.write(lines, area, repo_known) is None:
+        if self._spool.write(lines, area, self.repo_known) is None:
             return  # the spool reported the loss
         self._spooled += count
         if kind == "full":
             self._replay_idle = False  # the replayer has work again
         if kind is not None:
-            message = _REASONS[kind].format(url=self._client.url, detail=detail, spool=self._spool.directory)
-            report_once(f"http:{kind}", "%s", message)
+            message = self.reasons[kind].format(url=self._client.url, detail=detail, spool=self._spool.directory)
+            report_once(f"{self.report_key}:{kind}", "%s", message)
 
     # -- replaying the spool: after our own events, once the endpoint answered --
 
@@ -596,7 +660,8 @@ class TrunkHttpExporter:
             if claim is None:
                 continue
             result = replay_claim(
-                self._client, spool, claim, policy=REPLAY_POLICY, wait=self._replay_wait, keep_going=self._replay_due
+                self._client, spool, claim, policy=REPLAY_POLICY, wait=self._replay_wait, keep_going=self._replay_due,
+                batch_type=self.batch_type,
             )
             if result.sent:
                 log.debug("trunk_trace: replayed %d spooled event(s) from %s", result.sent, name)
@@ -618,3 +683,42 @@ class TrunkHttpExporter:
                 if remaining <= 0:
                     return True
                 self._cond.wait(remaining)
+
+
+class TrunkHttpExporter(HttpExporter):
+    """Sends finished events to the Trunk CI Analytics API (see the module's docstring)."""
+
+    def __init__(
+        self,
+        token: str,
+        api_address: str,
+        repo: Optional[dict],
+        spool: Spool,
+        *,
+        policy: RetryPolicy = RetryPolicy(),
+        senders: int = SENDERS,
+        max_queued_events: int = MAX_QUEUED_EVENTS,
+        replay: bool = True,
+    ) -> None:
+        client = Client(token, api_address, senders)
+        self._repo = repo
+        self._repo_json = encode_repo(repo)
+        self.repo_known = repo is not None
+        super().__init__(
+            client, spool, policy=policy, senders=senders, max_queued_events=max_queued_events, replay=replay,
+            halted=None if client.token_ok else "bad-token",
+        )
+
+    @classmethod
+    def from_config(cls, config: Any, repo: Optional[dict]) -> TrunkHttpExporter:
+        if repo is None and config.repo_url:
+            from .._ci import parse_remote
+
+            parsed = parse_remote(config.repo_url)
+            repo = parsed.to_wire() if parsed is not None else None
+        max_bytes = int(getattr(config, "spool_max_mb", 100) * 1024 * 1024)
+        return cls(config.token, config.api_address, repo, Spool(config.spool_dir, max_bytes))
+
+    def _encode(self, records: Sequence[FinishedEvent]) -> list[Batch]:
+        encoded = [(r.pid, r.thread_id, encode_event(r.event)) for r in records]
+        return make_batches(self._repo_json, encoded)

@@ -1,0 +1,131 @@
+#!/usr/bin/env python
+"""What the pytest plugin costs per test, delivery to a loopback API server included.
+
+    python benchmarks/pytest_overhead.py              # 2,000 tests, 5 rounds, about 30 s
+    python benchmarks/pytest_overhead.py --rounds 3 --tests 500
+    python benchmarks/pytest_overhead.py --check      # exit 1 when over the budget
+
+Generates a suite of trivial tests in a temporary directory and runs it with
+``python -m pytest`` as a subprocess, plugin off and on (``--trunk-trace``),
+rounds interleaved so background load hits both alike. With the plugin on,
+events go to a Trunk API stand-in on 127.0.0.1 (``TRUNK_API_TOKEN`` set), so
+the figure includes building, batching and sending every event, and the
+process's exit with its delivery. Reports the medians, their ratio and the
+added microseconds per test; the budget is 50 us per test. Without
+``--check`` the exit code is always 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+BUDGET_US_PER_TEST = 50.0
+
+
+class _Api(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    events = 0
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with _Api.lock:
+            _Api.events += len(json.loads(body).get("events", []))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def write_suite(directory: Path, tests: int, per_file: int = 100) -> None:
+    for start in range(0, tests, per_file):
+        count = min(per_file, tests - start)
+        body = "".join(f"def test_{start + i}():\n    assert True\n\n" for i in range(count))
+        (directory / f"test_gen_{start // per_file:03d}.py").write_text(body)
+
+
+def run_suite(directory: Path, env: dict, plugin: bool) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the pytest process) of one run."""
+    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(directory)]
+    if plugin:
+        args.append("--trunk-trace")
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    result = subprocess.run(args, env=env, cwd=directory, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
+    if result.returncode != 0:
+        sys.exit(f"pytest failed (exit {result.returncode}):\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return elapsed, cpu
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--check", action="store_true", help=f"exit 1 when over {BUDGET_US_PER_TEST:g} us per test")
+    options = parser.parse_args()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Api)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRUNK_", "CI", "GITHUB_", "OTEL_", "PYTEST_"))}
+    # Bytecode caches as on a developer's machine: without them every run compiles the
+    # modules the plugin brings in (urllib3, attrs, ...), a cost real runs do not pay.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.update(
+        TRUNK_API_TOKEN="benchmark",
+        TRUNK_PUBLIC_API_ADDRESS=f"http://127.0.0.1:{server.server_address[1]}",
+        TRUNK_REPO_URL="https://github.com/acme/app",
+        TRUNK_TRACE_SUMMARY="0",
+    )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        write_suite(directory, options.tests)
+        (directory / "pytest.ini").write_text("[pytest]\n")  # keep the benchmark's own config out
+        run_suite(directory, env, plugin=False)  # warm the file system and bytecode caches
+        run_suite(directory, env, plugin=True)
+        runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+        _Api.events = 0
+        for _ in range(options.rounds):
+            for plugin in (False, True):
+                runs[plugin].append(run_suite(directory, env, plugin))
+    server.shutdown()
+
+    expected = options.rounds * (options.tests + 1)
+    print(f"pytest, {options.tests} trivial tests, {options.rounds} rounds; medians (min in brackets)")
+    print(f"  events delivered to the loopback API: {_Api.events} of {expected}")
+    added_wall = 0.0
+    for index, measure in ((0, "wall"), (1, "CPU ")):
+        off = [run[index] for run in runs[False]]
+        on = [run[index] for run in runs[True]]
+        off_s, on_s = statistics.median(off), statistics.median(on)
+        per_test_us = (on_s - off_s) / options.tests * 1e6
+        added_wall = per_test_us if index == 0 else added_wall
+        print(
+            f"  {measure}: off {off_s * 1e3:7.1f} ms [{min(off) * 1e3:.1f}]  on {on_s * 1e3:7.1f} ms [{min(on) * 1e3:.1f}]"
+            f"  ratio {on_s / off_s:.3f}  added {per_test_us:5.1f} us/test (budget {BUDGET_US_PER_TEST:g})"
+        )
+    if options.check and (added_wall > BUDGET_US_PER_TEST or _Api.events != expected):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
