@@ -94,6 +94,10 @@ class BatchProcessor:
             return  # at interpreter exit no thread may start: flush/shutdown drain instead
         self._thread = thread
 
+    def wake(self) -> None:
+        """Drain soon, on the processor's thread (never blocks): for a caller that knows a batch is done."""
+        self._wake.set()
+
     def _run(self) -> None:
         while not self._closed:
             self._wake.wait(WAKE_INTERVAL)
@@ -122,9 +126,9 @@ class BatchProcessor:
             self._export_lock.release()
 
     def _relieve(self) -> None:
-        # Bounded wait: the lock's holder may be this very thread (an exporter
-        # that tracks blocks of its own), or an exporter thread about to drain.
-        if self._export_lock.acquire(timeout=0.05):
+        # Never wait: whoever holds the lock (the exporter thread, or this very
+        # thread inside an exporter that tracks blocks) is draining already.
+        if self._export_lock.acquire(blocking=False):
             try:
                 self._drain_locked(leave=MAX_QUEUED_EVENTS // 2)
             finally:
