@@ -134,6 +134,13 @@ def _check_exporters(instance: Any, attribute: Any, value: Sequence[Any]) -> Non
             raise TypeError(f"exporters: {exporter!r} lacks {', '.join(missing)} (see trunk_trace.exporters)")
 
 
+# Numeric settings read from the environment: their validator and what a value looks like.
+_NUMBER_SETTINGS = {
+    "exit_timeout": (_check_timeout, "seconds, e.g. 2 or 0.5"),
+    "spool_max_mb": (_check_megabytes, "megabytes, e.g. 100"),
+}
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """Settings of trunk_trace. Change with ``attrs.evolve`` or ``configure(**changes)``."""
@@ -194,19 +201,13 @@ class Config:
                     continue
                 if setting == "enabled":
                     value = not value  # the variable says "disabled"
-            elif setting == "exit_timeout":
+            elif setting in _NUMBER_SETTINGS:
+                check, expected = _NUMBER_SETTINGS[setting]
                 try:
                     value = float(raw)
-                    _check_timeout(None, attrs.fields(cls).exit_timeout, value)
+                    check(None, getattr(attrs.fields(cls), setting), value)
                 except ValueError:
-                    report_once(f"env:{name}", "ignoring %s=%r: expected seconds, e.g. 2 or 0.5", name, raw)
-                    continue
-            elif setting == "spool_max_mb":
-                try:
-                    value = float(raw)
-                    _check_megabytes(None, attrs.fields(cls).spool_max_mb, value)
-                except ValueError:
-                    report_once(f"env:{name}", "ignoring %s=%r: expected megabytes, e.g. 100", name, raw)
+                    report_once(f"env:{name}", "ignoring %s=%r: expected %s", name, raw, expected)
                     continue
             settings[setting] = value
         for name in _OTLP_PROTOCOL_VARIABLES:
