@@ -41,7 +41,8 @@ def test_token_never_in_repr():
 
 @pytest.mark.parametrize(
     "name, value",
-    [("TRUNK_TRACE_EXIT_TIMEOUT", "soon"), ("TRUNK_TRACE_EXIT_TIMEOUT", "-1"), ("TRUNK_TRACE_SUMMARY", "maybe")],
+    [("TRUNK_TRACE_EXIT_TIMEOUT", "soon"), ("TRUNK_TRACE_EXIT_TIMEOUT", "-1"), ("TRUNK_TRACE_SUMMARY", "maybe"),
+     ("TRUNK_TRACE_SPOOL_MAX_MB", "lots"), ("TRUNK_TRACE_SPOOL_MAX_MB", "-5")],
 )
 def test_bad_environment_values_are_reported_once_and_ignored(name, value, caplog):
     with caplog.at_level(logging.WARNING, logger="trunk_trace"):
