@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shlex
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
+from helpers import clean_env, events_in
 
 CLI = [sys.executable, "-m", "trunk_trace.cli"]
 
 
-def clean_env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRUNK_", "CI", "GITHUB_", "TRACEPARENT"))}
-    env.update(extra)
-    return env
-
-
 def cli(*args: str, env: dict, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=60, **kwargs)
-
-
-def events_of(path: Path) -> list[dict]:
-    return [json.loads(line)["event"] for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def test_run_records_the_command_and_keeps_its_status(tmp_path):
@@ -38,7 +26,7 @@ def test_run_records_the_command_and_keeps_its_status(tmp_path):
     failed = cli("run", "--kind", "lint", "--", sys.executable, "-c", "raise SystemExit(7)", env=env)
     assert (ok.returncode, ok.stdout.strip(), failed.returncode) == (0, "hi", 7)
     assert ok.stderr == ""  # no summary of its own unless asked
-    first, second = events_of(events_file)
+    first, second = events_in(events_file)
     assert first["sequence"]["name"] == "ok" and first["sequence"]["kind"] == "command"
     assert {"k": "team", "v": "build"} in first["payload"]["tags"] and {"k": "exit_code", "v": 0} in first["payload"]["tags"]
     assert second["sequence"]["kind"] == "lint" and second["conclusion"] == "FAILURE"
@@ -50,7 +38,7 @@ def test_run_a_missing_command(tmp_path):
     events_file = tmp_path / "e.jsonl"
     result = cli("run", "--", "no-such-command-xyz", env=clean_env(TRUNK_TRACE_FILE=str(events_file)))
     assert result.returncode == 127 and "cannot run 'no-such-command-xyz'" in result.stderr
-    (event,) = events_of(events_file)
+    (event,) = events_in(events_file)
     assert event["conclusion"] == "FAILURE" and {"k": "exit_code", "v": 127} in event["payload"]["tags"]
 
 
@@ -89,7 +77,7 @@ def test_run_forwards_sigterm_and_exits_like_the_child(tmp_path):
         time.sleep(0.02)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 143
-    (event,) = events_of(events_file)
+    (event,) = events_in(events_file)
     assert event["conclusion"] == "CANCELLED" and {"k": "exit_code", "v": 143} in event["payload"]["tags"]
 
 
@@ -106,7 +94,7 @@ def test_chain_python_run_python(tmp_path):
     result = subprocess.run([sys.executable, "-c", outer], env=clean_env(TRUNK_TRACE_FILE=str(events_file), TRUNK_TRACE_SUMMARY="0"),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    by_key = {e["sequence"]["key"]: e for e in events_of(events_file)}
+    by_key = {e["sequence"]["key"]: e for e in events_in(events_file)}
     assert set(by_key) == {"build", "build/step", "build/step/inner"}
     assert by_key["build/step"]["parent"]["eventId"] == by_key["build"]["id"]
     assert by_key["build/step/inner"]["parent"]["eventId"] == by_key["build/step"]["id"]
@@ -134,7 +122,7 @@ def test_begin_and_end_across_separate_processes(tmp_path):
     assert cli("run", "--name", "lint", "--", sys.executable, "-c", "pass", env=step_env).returncode == 0
     ended = cli("end", "--conclusion", "failure", env=step_env)
     assert ended.returncode == 0, ended.stderr  # 0 whatever the job's conclusion
-    by_name = {e["sequence"]["name"]: e for e in events_of(events_file)}
+    by_name = {e["sequence"]["name"]: e for e in events_in(events_file)}
     job = by_name["unit tests"]
     assert job["id"] == job["chainId"] == exported["TRUNK_TRACE_CHAIN_ID"] and "parent" not in job
     assert job["sequence"]["kind"] == "job" and job["conclusion"] == "FAILURE"
@@ -182,7 +170,7 @@ def test_upload_sends_a_files_events_once_and_keeps_what_fails(tmp_path):
     code = "from trunk_trace import track\nwith track('build'):\n    for _ in range(5):\n        with track('step'):\n            pass\n"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60,
                    env=clean_env(TRUNK_TRACE_FILE=str(events_file), TRUNK_TRACE_SUMMARY="0", TRUNK_REPO_URL="github.com/acme/widgets"))
-    ids = [e["id"] for e in events_of(events_file)]
+    ids = [e["id"] for e in events_in(events_file)]
     spool = str(tmp_path / "spool")
     down = cli("upload", str(events_file), "--timeout", "1", env=script_env(f"http://127.0.0.1:{closed_port()}", spool))
     assert down.returncode == 1 and "6 event(s) remain" in down.stdout

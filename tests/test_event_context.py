@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from helpers import tags_of
+
 import trunk_trace
 from trunk_trace import track
 from trunk_trace.testing import capture
@@ -13,10 +15,6 @@ GITHUB = {
     "GITHUB_RUN_ID": "777", "GITHUB_RUN_ATTEMPT": "2", "GITHUB_JOB": "test", "GITHUB_SHA": "b" * 40,
     "GITHUB_REF": "refs/heads/feature/x", "GITHUB_REF_NAME": "feature/x", "RUNNER_NAME": "runner-1",
 }
-
-
-def tags_of(event):
-    return {t["k"]: t["v"] for t in event["payload"]["tags"]}
 
 
 def test_ci_tags_and_platform_on_every_event(monkeypatch):

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import clean_env
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # Files run by a tool of their own (invoke, nox, pytest) have their own tests.
 TOOL_FILES = {"tasks.py", "noxfile.py", "conftest.py"}
 SCRIPTS = sorted(p for p in EXAMPLES.glob("*.py") if p.name not in TOOL_FILES and not p.name.startswith("test_"))
-
-
-def clean_env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRUNK_", "CI", "GITHUB_", "OTEL_"))}
-    env.update(extra)
-    return env
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)

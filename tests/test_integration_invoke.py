@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import by_key, tags_of, traced_env
 
 from trunk_trace.exporters.jsonl import load_events
 
@@ -51,12 +51,6 @@ def plain(c):
 '''
 
 
-def clean_env(events_file: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRUNK_", "CI", "GITHUB_", "OTEL_", "TRACEPARENT"))}
-    env.update(TRUNK_TRACE_FILE=str(events_file), TRUNK_TRACE_SUMMARY="0")
-    return env
-
-
 def invoke(project: Path, *args: str, traced: bool = True) -> tuple[subprocess.CompletedProcess, list[dict]]:
     (project / "invoke.yaml").unlink(missing_ok=True)
     if traced:
@@ -64,7 +58,7 @@ def invoke(project: Path, *args: str, traced: bool = True) -> tuple[subprocess.C
     events_file = project / "events.jsonl"
     events_file.unlink(missing_ok=True)
     result = subprocess.run(
-        [sys.executable, "-m", "invoke", *args], cwd=project, env=clean_env(events_file),
+        [sys.executable, "-m", "invoke", *args], cwd=project, env=traced_env(events_file),
         capture_output=True, text=True, timeout=60,
     )
     events = load_events(str(events_file)) if events_file.exists() else []
@@ -82,17 +76,6 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def by_key(events: list[dict]) -> dict[str, dict]:
-    keyed: dict[str, dict] = {}
-    for event in events:
-        assert event["sequence"]["key"] not in keyed, f"two events for {event['sequence']['key']}"
-        keyed[event["sequence"]["key"]] = event
-    return keyed
-
-
-def tags(event: dict) -> dict:
-    return {t["k"]: t["v"] for t in event["payload"]["tags"]}
-
 
 def test_tasks_commands_and_exit_code(project: Path) -> None:
     untraced, _ = invoke(project, "build", "test", traced=False)
@@ -109,7 +92,7 @@ def test_tasks_commands_and_exit_code(project: Path) -> None:
     }
     root = events["invoke"]
     assert root["sequence"]["kind"] == "pipeline" and "parent" not in root
-    assert tags(root)["tasks"] == "build test" and root["conclusion"] == "FAILURE"
+    assert tags_of(root)["tasks"] == "build test" and root["conclusion"] == "FAILURE"
     assert len({e["chainId"] for e in events.values()}) == 1 and root["chainId"] == root["id"]
 
     # setup is a pre-task of both: run (and recorded) once, as invoke dedupes it
@@ -119,13 +102,13 @@ def test_tasks_commands_and_exit_code(project: Path) -> None:
     assert events["invoke/setup"]["conclusion"] == "SUCCESS"
     # warn=True: the command failed, the task did not
     warned = events["invoke/build/exit 3"]
-    assert (warned["conclusion"], tags(warned)["exit_code"]) == ("FAILURE", 3)
+    assert (warned["conclusion"], tags_of(warned)["exit_code"]) == ("FAILURE", 3)
     assert events["invoke/build"]["conclusion"] == "SUCCESS"
     failed = events["invoke/test/exit 2"]
-    assert (failed["conclusion"], tags(failed)["exit_code"], failed["sequence"]["kind"]) == ("FAILURE", 2, "command")
+    assert (failed["conclusion"], tags_of(failed)["exit_code"], failed["sequence"]["kind"]) == ("FAILURE", 2, "command")
     assert failed["parent"]["eventId"] == events["invoke/test"]["id"]
     assert events["invoke/test"]["conclusion"] == "FAILURE"
-    assert tags(events["invoke/setup/echo setup"])["exit_code"] == 0
+    assert tags_of(events["invoke/setup/echo setup"])["exit_code"] == 0
 
 
 def test_the_commands_process_joins_under_its_command(project: Path) -> None:
@@ -155,7 +138,7 @@ def test_runtime_config_file_enables_it(project: Path) -> None:
     events_file = project / "events.jsonl"
     result = subprocess.run(
         [sys.executable, "-m", "invoke", "-f", "trace.yaml", "opted", "plain"], cwd=project,
-        env=clean_env(events_file), capture_output=True, text=True, timeout=60,
+        env=traced_env(events_file), capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stderr
     keys = {e["sequence"]["key"] for e in load_events(str(events_file))}
@@ -183,7 +166,7 @@ def test_example_tasks(tmp_path: Path) -> None:
     events_file = tmp_path / "events.jsonl"
     result = subprocess.run(
         [sys.executable, "-m", "invoke", "-r", str(EXAMPLES), "build"], cwd=tmp_path,
-        env=clean_env(events_file), capture_output=True, text=True, timeout=120,
+        env=traced_env(events_file), capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
     events = load_events(str(events_file))

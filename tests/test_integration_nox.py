@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import by_key, tags_of, traced_env
 
 from trunk_trace.exporters.jsonl import read_lines
 
@@ -19,7 +19,6 @@ pytestmark = pytest.mark.skipif(_NOX_VERSION < (2026, 10), reason="needs nox >= 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 NOXFILE = '''
-import os
 import nox
 import trunk_trace.integrations.nox
 
@@ -53,34 +52,17 @@ def setup(session):
 '''
 
 
-def clean_env(events_file: Path) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRUNK_", "CI", "GITHUB_", "OTEL_", "TRACEPARENT", "NOX_"))}
-    env.update(TRUNK_TRACE_FILE=str(events_file), TRUNK_TRACE_SUMMARY="0")
-    return env
-
-
 def nox(project: Path, *args: str, tail: str = "trunk_trace.integrations.nox.instrument()\n") -> tuple[subprocess.CompletedProcess, list[dict]]:
     (project / "noxfile.py").write_text(textwrap.dedent(NOXFILE) + tail)
     events_file = project / "events.jsonl"
     events_file.unlink(missing_ok=True)
     result = subprocess.run(
-        [sys.executable, "-m", "nox", "--no-color", *args], cwd=project, env=clean_env(events_file),
+        [sys.executable, "-m", "nox", "--no-color", *args], cwd=project, env=traced_env(events_file),
         capture_output=True, text=True, timeout=120,
     )
     lines = list(read_lines(str(events_file))) if events_file.exists() else []
     return result, [dict(line["event"], pid=line["pid"]) for line in lines]
 
-
-def by_key(events: list[dict]) -> dict[str, dict]:
-    keyed: dict[str, dict] = {}
-    for event in events:
-        assert event["sequence"]["key"] not in keyed, f"two events for {event['sequence']['key']}"
-        keyed[event["sequence"]["key"]] = event
-    return keyed
-
-
-def tags(event: dict) -> dict:
-    return {t["k"]: t["v"] for t in event["payload"]["tags"]}
 
 
 def summary_lines(result: subprocess.CompletedProcess) -> list[str]:
@@ -95,7 +77,7 @@ def check_run(events: list[dict], parallel: bool) -> dict[str, dict]:
     root = keyed["nox"]
     assert root["sequence"]["kind"] == "pipeline" and "parent" not in root
     assert root["conclusion"] == "FAILURE"  # as nox's exit code says
-    assert tags(root)["sessions"] == " ".join(SESSIONS)
+    assert tags_of(root)["sessions"] == " ".join(SESSIONS)
     assert len({e["chainId"] for e in events}) == 1
     expected = {"lint": "SUCCESS", "tests(python='3.11')": "SUCCESS", "tests(python='3.12')": "SUCCESS",
                 "fails": "FAILURE", "skips": "SKIPPED", "errors": "FAILURE"}
@@ -105,11 +87,11 @@ def check_run(events: list[dict], parallel: bool) -> dict[str, dict]:
         assert session["parent"]["eventId"] == root["id"]
         # with -j every session runs in a child nox process; without, in nox's own
         assert (session["pid"] != root["pid"]) is parallel
-    assert tags(keyed["nox/skips"])["reason"] == "not today"
+    assert tags_of(keyed["nox/skips"])["reason"] == "not today"
     failed = next(e for k, e in keyed.items() if k.startswith("nox/fails/"))
-    assert (failed["sequence"]["kind"], failed["conclusion"], tags(failed)["exit_code"]) == ("command", "FAILURE", 4)
+    assert (failed["sequence"]["kind"], failed["conclusion"], tags_of(failed)["exit_code"]) == ("command", "FAILURE", 4)
     passed = next(e for k, e in keyed.items() if k.startswith("nox/tests(python='3.12')/"))
-    assert (passed["conclusion"], tags(passed)["exit_code"], passed["parent"]["eventId"]) == ("SUCCESS", 0, keyed["nox/tests(python='3.12')"]["id"])
+    assert (passed["conclusion"], tags_of(passed)["exit_code"], passed["parent"]["eventId"]) == ("SUCCESS", 0, keyed["nox/tests(python='3.12')"]["id"])
     return keyed
 
 
@@ -144,8 +126,8 @@ def test_install_only_skips_the_runs(tmp_path: Path) -> None:
     keyed = by_key(events)
     install = keyed["nox/setup/python -c 'print('\"'\"'installing'\"'\"')'"]
     run = keyed["nox/setup/python -c 'print('\"'\"'running'\"'\"')'"]
-    assert (install["conclusion"], tags(install)["exit_code"]) == ("SUCCESS", 0)
-    assert run["conclusion"] == "SKIPPED" and "exit_code" not in tags(run)
+    assert (install["conclusion"], tags_of(install)["exit_code"]) == ("SUCCESS", 0)
+    assert run["conclusion"] == "SKIPPED" and "exit_code" not in tags_of(run)
     assert (keyed["nox/setup"]["conclusion"], keyed["nox"]["conclusion"]) == ("SUCCESS", "SUCCESS")
 
 
@@ -154,7 +136,7 @@ def test_traced_decorator_traces_one_session(tmp_path: Path) -> None:
     (tmp_path / "noxfile.py").write_text(textwrap.dedent(noxfile))
     events_file = tmp_path / "events.jsonl"
     result = subprocess.run(
-        [sys.executable, "-m", "nox", "-s", "lint", "tests"], cwd=tmp_path, env=clean_env(events_file),
+        [sys.executable, "-m", "nox", "-s", "lint", "tests"], cwd=tmp_path, env=traced_env(events_file),
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
@@ -174,7 +156,7 @@ def test_install_in_a_virtualenv(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     keyed = by_key(events)
     install = keyed["nox/venv/install --no-index pip"]
-    assert (install["sequence"]["kind"], install["conclusion"], tags(install)["exit_code"]) == ("command", "SUCCESS", 0)
+    assert (install["sequence"]["kind"], install["conclusion"], tags_of(install)["exit_code"]) == ("command", "SUCCESS", 0)
     assert keyed["nox/venv"]["conclusion"] == "SUCCESS"
 
 
@@ -183,7 +165,7 @@ def test_example_noxfile(tmp_path: Path, parallel: bool) -> None:
     events_file = tmp_path / "events.jsonl"
     result = subprocess.run(
         [sys.executable, "-m", "nox", "-f", str(EXAMPLES / "noxfile.py"), *(["-j", "2"] if parallel else [])],
-        cwd=tmp_path, env=clean_env(events_file), capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env=traced_env(events_file), capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
     events = [line["event"] for line in read_lines(str(events_file))]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from helpers import tags_of, traced_env
 
 from trunk_trace.exporters.jsonl import read_lines
 
@@ -97,25 +97,16 @@ EXPECTED = {  # node id (after "test_suite.py::"): (conclusion, outcome tag)
 }
 
 
-def clean_env(events_file: Path, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRUNK_", "CI", "GITHUB_", "OTEL_", "TRACEPARENT", "PYTEST_"))}
-    env.update(TRUNK_TRACE_FILE=str(events_file), TRUNK_TRACE_SUMMARY="0", **extra)
-    return env
-
-
 def pytest_run(project: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
     events_file = project / "events.jsonl"
     events_file.unlink(missing_ok=True)
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=project,
-        env=clean_env(events_file, **env), capture_output=True, text=True, timeout=120,
+        env=traced_env(events_file, **env), capture_output=True, text=True, timeout=120,
     )
     lines = list(read_lines(str(events_file))) if events_file.exists() else []
     return result, [dict(line["event"], pid=line["pid"]) for line in lines]
 
-
-def tags(event: dict) -> dict:
-    return {t["k"]: t["v"] for t in event["payload"]["tags"]}
 
 
 def result_counts(result: subprocess.CompletedProcess) -> str:
@@ -140,20 +131,20 @@ def test_every_outcome(project: Path, xdist: list[str]) -> None:
 
     root = next(e for e in events if e["sequence"]["key"] == "pytest")
     assert root["sequence"]["kind"] == "pipeline" and "parent" not in root
-    assert (root["conclusion"], tags(root)["exit_code"]) == ("FAILURE", 1)
-    assert tags(root)["args"].startswith("-p no:cacheprovider --trunk-trace")
+    assert (root["conclusion"], tags_of(root)["exit_code"]) == ("FAILURE", 1)
+    assert tags_of(root)["args"].startswith("-p no:cacheprovider --trunk-trace")
     assert len({e["chainId"] for e in events}) == 1
 
     tests = {e["sequence"]["name"]: e for e in events if e["sequence"]["kind"] == "test"}
     assert len(tests) == len([e for e in events if e["sequence"]["kind"] == "test"])  # each test once
-    assert {name.split("::", 1)[1]: (e["conclusion"], tags(e)["outcome"]) for name, e in tests.items()} == EXPECTED
+    assert {name.split("::", 1)[1]: (e["conclusion"], tags_of(e)["outcome"]) for name, e in tests.items()} == EXPECTED
     for event in tests.values():
         assert event["parent"]["eventId"] == root["id"] and event["sequence"]["key"] == f"pytest/{event['sequence']['name']}"
         assert event["pid"] == root["pid"]  # reported by the controller, also under xdist
-        assert (tags(event).get("xdist_worker", "").startswith("gw")) is bool(xdist)
-    assert tags(tests["test_suite.py::test_setup_error"])["phase"] == "setup"
-    assert tags(tests["test_suite.py::test_teardown_error"])["phase"] == "teardown"
-    assert tags(tests["test_suite.py::test_passes"])["dataset"] == "small"  # tagged by the test itself
+        assert (tags_of(event).get("xdist_worker", "").startswith("gw")) is bool(xdist)
+    assert tags_of(tests["test_suite.py::test_setup_error"])["phase"] == "setup"
+    assert tags_of(tests["test_suite.py::test_teardown_error"])["phase"] == "teardown"
+    assert tags_of(tests["test_suite.py::test_passes"])["dataset"] == "small"  # tagged by the test itself
 
     # Blocks opened by the code under test (and by its child processes) nest under the test.
     inner = next(e for e in events if e["sequence"]["name"] == "inner step")
@@ -184,7 +175,7 @@ def test_session_conclusions_follow_the_exit_status(project: Path) -> None:
     assert result.returncode == 0 and events[-1]["conclusion"] == "SUCCESS"
     result, events = pytest_run(project, "--trunk-trace", "-k", "nothing_matches")
     assert result.returncode == 5
-    assert [(e["sequence"]["key"], e["conclusion"], tags(e)["exit_code"]) for e in events] == [("pytest", "FAILURE", 5)]
+    assert [(e["sequence"]["key"], e["conclusion"], tags_of(e)["exit_code"]) for e in events] == [("pytest", "FAILURE", 5)]
 
 
 def test_reruns_fold_into_one_event(tmp_path: Path) -> None:
@@ -224,8 +215,8 @@ def test_reruns_fold_into_one_event(tmp_path: Path) -> None:
     tests = {e["sequence"]["name"]: e for e in events if e["sequence"]["kind"] == "test"}
     assert len(tests) == 2
     flaky, broken = tests["test_flaky.py::test_flaky"], tests["test_flaky.py::test_broken"]
-    assert (flaky["conclusion"], tags(flaky)["reruns"], tags(flaky)["outcome"]) == ("SUCCESS", 1, "passed")
-    assert (broken["conclusion"], tags(broken)["reruns"], tags(broken)["outcome"]) == ("FAILURE", 2, "failed")
+    assert (flaky["conclusion"], tags_of(flaky)["reruns"], tags_of(flaky)["outcome"]) == ("SUCCESS", 1, "passed")
+    assert (broken["conclusion"], tags_of(broken)["reruns"], tags_of(broken)["outcome"]) == ("FAILURE", 2, "failed")
 
 
 @pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["plain", "xdist"])
@@ -233,7 +224,7 @@ def test_example_suite(tmp_path: Path, xdist: list[str]) -> None:
     events_file = tmp_path / "events.jsonl"
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *xdist, str(EXAMPLES / "test_suite")],
-        cwd=EXAMPLES / "test_suite", env=clean_env(events_file), capture_output=True, text=True, timeout=120,
+        cwd=EXAMPLES / "test_suite", env=traced_env(events_file), capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     events = [line["event"] for line in read_lines(str(events_file))]
@@ -241,8 +232,8 @@ def test_example_suite(tmp_path: Path, xdist: list[str]) -> None:
     tests = {e["sequence"]["name"]: e for e in events if e["sequence"]["kind"] == "test"}
     assert len(tests) == 8
     assert tests["test_example.py::test_skipped"]["conclusion"] == "SKIPPED"
-    assert tags(tests["test_example.py::test_known_bug"])["outcome"] == "xfailed"
-    assert tags(tests["test_example.py::test_tags_its_own_event"])["dataset"] == "small"
+    assert tags_of(tests["test_example.py::test_known_bug"])["outcome"] == "xfailed"
+    assert tags_of(tests["test_example.py::test_tags_its_own_event"])["dataset"] == "small"
     index_blocks = [e for e in events if e["sequence"]["name"] == "build index"]
     assert len(index_blocks) == 5 and all(e["parent"]["eventId"] in {t["id"] for t in tests.values()} for e in index_blocks)
     child = next(e for e in events if e["sequence"]["name"] == "child step")

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import by_key, events_in, traced_env
 
 import trunk_trace
 from trunk_trace import track
 from trunk_trace._propagate import context_env, parent_from_env, span_id, trace_id
 from trunk_trace.testing import capture
-
-
-def clean_env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRUNK_", "CI", "GITHUB_", "TRACEPARENT"))}
-    env.update(extra, TRUNK_TRACE_SUMMARY="0")
-    return env
 
 
 def run_script(tmp_path: Path, code: str, **env: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
@@ -29,15 +22,10 @@ def run_script(tmp_path: Path, code: str, **env: str) -> tuple[subprocess.Comple
     events_file = tmp_path / "events.jsonl"
     result = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path,
-        env=clean_env(TRUNK_TRACE_FILE=str(events_file), **env),
+        env=traced_env(events_file, **env),
     )
     assert result.returncode == 0, result.stderr
-    events = [json.loads(line)["event"] for line in events_file.read_text().splitlines()] if events_file.exists() else []
-    return result, events
-
-
-def keyed(events):
-    return {e["sequence"]["key"]: e for e in events}
+    return result, events_in(events_file)
 
 
 def test_chain_three_processes_deep(tmp_path):
@@ -53,13 +41,13 @@ def test_chain_three_processes_deep(tmp_path):
             with track("spawn"):
                 subprocess.run([sys.executable, "-c", {child!r}], check=True)
     """)
-    by_key = keyed(events)
-    assert set(by_key) == {"root", "root/spawn", "root/spawn/child", "root/spawn/child/grandchild"}
-    root = by_key["root"]
+    keyed = by_key(events)
+    assert set(keyed) == {"root", "root/spawn", "root/spawn/child", "root/spawn/child/grandchild"}
+    root = keyed["root"]
     assert all(e["chainId"] == root["id"] for e in events)
-    assert by_key["root/spawn/child"]["parent"] == {"eventId": by_key["root/spawn"]["id"], "sequenceKey": "root/spawn"}
-    assert by_key["root/spawn/child/grandchild"]["parent"]["eventId"] == by_key["root/spawn/child"]["id"]
-    assert by_key["root/spawn/child"]["sequence"]["kind"] == "step"  # nested, not a second root
+    assert keyed["root/spawn/child"]["parent"] == {"eventId": keyed["root/spawn"]["id"], "sequenceKey": "root/spawn"}
+    assert keyed["root/spawn/child/grandchild"]["parent"]["eventId"] == keyed["root/spawn/child"]["id"]
+    assert keyed["root/spawn/child"]["sequence"]["kind"] == "step"  # nested, not a second root
 
 
 def test_explicit_env_os_system_and_run(tmp_path):
@@ -114,11 +102,11 @@ def test_multiprocessing_children_join_the_chain(tmp_path, method):
                     process.join()
                     assert process.exitcode == 0
     """)
-    by_key = keyed(events)
-    assert "root/pool/work" in by_key, sorted(by_key)
-    work = by_key["root/pool/work"]
-    assert work["parent"]["eventId"] == by_key["root/pool"]["id"]
-    assert work["chainId"] == by_key["root"]["id"]
+    keyed = by_key(events)
+    assert "root/pool/work" in keyed, sorted(keyed)
+    work = keyed["root/pool/work"]
+    assert work["parent"]["eventId"] == keyed["root/pool"]["id"]
+    assert work["chainId"] == keyed["root"]["id"]
 
 
 def test_malformed_inherited_context_starts_a_new_chain_with_one_warning(tmp_path):
