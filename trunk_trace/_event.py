@@ -356,11 +356,12 @@ class FinishedEvent:
     ``name``, times and ``conclusion``) never pays for it.
     """
 
-    __slots__ = ("_live", "_event", "pid", "thread_id", "_platform", "_common_tags")
+    __slots__ = ("_live", "_event", "_json", "pid", "thread_id", "_platform", "_common_tags")
 
     def __init__(self, live: Event, pid: int, platform: str, common_tags: Any = ()) -> None:
         self._live = live
         self._event: dict | None = None
+        self._json: str | None = None
         self.pid = pid
         self.thread_id: int = live._thread
         self._platform = platform
@@ -373,15 +374,36 @@ class FinishedEvent:
             event = self._event = wire_event(self._live, self._platform, self._common_tags)
         return event
 
+    @property
+    def json(self) -> str:
+        """``event`` as compact JSON (what the API, the spool and JSON Lines files get), made once.
+
+        Encoded straight from the live event (:func:`encode_wire`) without building the dict;
+        when the dict was built already, from the dict, so both always agree.
+        """
+        text = self._json
+        if text is None:
+            event = self._event
+            if event is None:
+                text = encode_wire(self._live, self._platform, self._common_tags)
+            else:
+                text = wire_encoder().encode(event)
+            self._json = text
+        return text
+
     def timing(self) -> tuple[str, str | None, str, int, int, float, str]:
-        """(key, parent key, name, start ms, end ms, duration ms, conclusion) in one call."""
+        """(path, parent path, name, start ms, end ms, duration ms, conclusion) in one call.
+
+        Paths identify steps as keys do (a key is its path, shortened when long),
+        without the shortening.
+        """
         live = self._live
         start, end = live._start, live._end
         parent = live.parent
         conclusion = live._conclusion or live._outcome
         return (
-            live.key,
-            None if parent is None else parent.key,
+            live.path,
+            None if parent is None else parent.path,
             live._spec.name,
             (_WALL_ANCHOR_NS + start - _MONOTONIC_ANCHOR_NS) // 1_000_000,
             (_WALL_ANCHOR_NS + end - _MONOTONIC_ANCHOR_NS) // 1_000_000,
@@ -482,3 +504,137 @@ def wire_event(ev: Event, platform: str, common_tags: Any = ()) -> dict:
         "payload": {"tags": [{"k": k, "v": v} for k, v in spec.sequence_tags]},
     }
     return record
+
+
+# --- the wire JSON, encoded straight from the live event ---
+#
+# ``encode_wire(ev, ...)`` is byte for byte ``wire_encoder().encode(wire_event(ev, ...))``
+# (tests/test_encoding.py checks it over random events), at less than half the cost:
+# it skips the ~20 small dicts and lists of the wire dict and json's generic
+# walk over them, and encodes only the strings and numbers with json's own
+# functions. Exporters that need JSON (Trunk HTTP, spool, JSON Lines) use it
+# through ``FinishedEvent.json``; others (OTLP, trace files, tests) read the dict.
+# json loads on first use: ``import trunk_trace`` stays free of it.
+
+_WIRE_ENCODER: Any = None
+_encode_str: Any = None  # json.encoder.encode_basestring: what the encoder uses for str (ensure_ascii=False)
+_encode_any: Any = None  # the encoder's encode(), for every value not of an exact common type
+_common_cache: Any = (None, None, None, ())  # (platform, common_tags, platform JSON, tag fragments)
+_parent_cache: Any = (None, "")  # (parent, its "parent" fragment)
+
+
+def wire_encoder() -> Any:
+    """The one ``json.JSONEncoder`` of the wire format: compact, UTF-8 text (``ensure_ascii=False``)."""
+    global _WIRE_ENCODER, _encode_str, _encode_any
+    if _WIRE_ENCODER is None:
+        import json
+        from json.encoder import encode_basestring
+
+        encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+        _encode_str, _encode_any = encode_basestring, encoder.encode
+        _WIRE_ENCODER = encoder
+    return _WIRE_ENCODER
+
+
+def _json_value(value: Any) -> str:
+    """One JSON value as the wire encoder writes it (exact types first, the encoder for the rest)."""
+    cls = value.__class__
+    if cls is str:
+        return _encode_str(value)
+    if cls is int:
+        return int.__repr__(value)
+    if cls is float and value - value == 0:  # finite (inf and nan go through the encoder)
+        return float.__repr__(value)
+    return _encode_any(value)
+
+
+def _common(platform: Any, common_tags: Any) -> tuple[str, tuple[tuple[Any, str], ...]]:
+    """The platform's JSON and the common tags' fragments, kept for the last (platform, tags) seen."""
+    global _common_cache
+    cached = _common_cache
+    if cached[0] is platform and cached[1] is common_tags:
+        return cached[2], cached[3]
+    fragments: dict = {}
+    for key, value in common_tags:
+        if key not in fragments:  # the first of a key wins, as with setdefault in wire_event
+            fragments[key] = f'{{"k":{_json_value(key)},"v":{_json_value(value)}}}'
+    result = (_json_value(platform), tuple(fragments.items()))
+    if common_tags.__class__ is tuple:  # identity-cached only when it cannot change under us
+        _common_cache = (platform, common_tags, *result)
+    return result
+
+
+def encode_wire(ev: Event, platform: str, common_tags: Any = ()) -> str:
+    """``wire_event(ev, platform, common_tags)`` as compact JSON, without building the dict."""
+    global _parent_cache
+    if _encode_str is None:
+        wire_encoder()
+    value = _json_value
+    string = _encode_str  # for fields that are always str (ids, keys, kinds, conclusions)
+    spec = ev._spec
+    start, end = ev._start, ev._end
+    own, error = ev._tags, ev._error
+    # Tags merged exactly as in wire_event (same precedence, same order).
+    if spec.tags or error is not None:
+        tags = dict(spec.tags) if spec.tags else {}
+        if own:
+            tags.update(own)
+        if error is not None:
+            tags.setdefault("error.type", error[0])
+            tags.setdefault("error.message", error[1])
+    else:
+        tags = own or {}  # only read below
+    platform_json, common = _common(platform, common_tags)
+    # Plain loops, not comprehensions: most of these are empty or hold one item, and
+    # a comprehension's own frame costs more than that (this runs once per event).
+    parts = []
+    for k, v in tags.items():
+        parts.append(f'{{"k":{value(k)},"v":{value(v)}}}')
+    for key, fragment in common:
+        if key not in tags:
+            parts.append(fragment)
+    tags_json = ",".join(parts)
+    metrics_json = f'{{"k":"{DURATION_METRIC}","v":{value((end - start) / 1e6)}}}'
+    own_metrics = ev._metrics
+    if spec.metrics or own_metrics:
+        parts = [metrics_json]
+        if spec.metrics:
+            for k, v in spec.metrics.items():
+                if not (own_metrics and k in own_metrics):
+                    parts.append(f'{{"k":{value(k)},"v":{value(v)}}}')
+        if own_metrics:
+            for k, v in own_metrics.items():
+                parts.append(f'{{"k":{value(k)},"v":{value(v)}}}')
+        metrics_json = ",".join(parts)
+    sequence_tags = ""
+    if spec.sequence_tags:
+        sequence_tags = ",".join([f'{{"k":{value(k)},"v":{value(v)}}}' for k, v in spec.sequence_tags])
+    parent = ev.parent
+    if parent is None:
+        parent_json = ""
+    else:
+        # Siblings share their parent (every test under the session, every step under the
+        # build): its fragment is kept for the last parent seen, held by identity.
+        cached = _parent_cache
+        if cached[0] is parent:
+            parent_json = cached[1]
+        else:
+            parent_json = f',"parent":{{"eventId":{value(parent.id)},"sequenceKey":{value(parent.key)}}}'
+            _parent_cache = (parent, parent_json)
+    conclusion = ev._conclusion or ev._outcome or Conclusion.SUCCESS  # ev.conclusion of a finished event
+    return (
+        f'{{"id":{string(ev.id)},"chainId":{value(ev.chain_id)}{parent_json}'
+        f',"createdAt":{value(epoch_ms(start))},"finishedAt":{value(epoch_ms(end))}'
+        f',"conclusion":{string(conclusion.value)}'
+        f',"payload":{{"metrics":[{metrics_json}],"tags":[{tags_json}]}}'
+        f',"sequence":{{"platform":{platform_json},"kind":{string(ev.kind)},"key":{string(ev.key)}'
+        f',"name":{value(spec.name)},"payload":{{"tags":[{sequence_tags}]}}}}}}'
+    )
+
+
+def record_json(record: Any) -> str:
+    """The wire JSON of a record handed to an exporter: a FinishedEvent's own (encoded once,
+    from the live event), or for any other record (exporters are duck-typed) its ``event`` dict's."""
+    if record.__class__ is FinishedEvent:
+        return record.json
+    return wire_encoder().encode(record.event)

@@ -32,7 +32,7 @@ import urllib.parse
 from collections import deque
 from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence
 
-from .._event import FinishedEvent
+from .._event import FinishedEvent, record_json
 from .._report import log, report_once
 from .._retry import RetryPolicy, Verdict, classify_status, is_refused, next_delay, retry_after_seconds, should_give_up
 from .._version import __version__
@@ -720,5 +720,6 @@ class TrunkHttpExporter(HttpExporter):
         return cls(config.token, config.api_address, repo, Spool(config.spool_dir, max_bytes))
 
     def _encode(self, records: Sequence[FinishedEvent]) -> list[Batch]:
-        encoded = [(r.pid, r.thread_id, encode_event(r.event)) for r in records]
+        # FinishedEvent.json encodes straight from the live event, without the wire dict.
+        encoded = [(r.pid, r.thread_id, record_json(r)) for r in records]
         return make_batches(self._repo_json, encoded)

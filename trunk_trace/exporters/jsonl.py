@@ -12,16 +12,23 @@ import os
 import threading
 from typing import Any, Iterator, Sequence
 
-from .._event import FinishedEvent
+from .._event import FinishedEvent, record_json, wire_encoder
 from .._report import count_drop, report_once
 
 
-def encode_line(record: FinishedEvent, repo: dict | None) -> str:
-    return json.dumps(
-        {"repo": repo, "pid": record.pid, "thread": record.thread_id, "event": record.event},
-        separators=(",", ":"),
-        ensure_ascii=False,
-    ) + "\n"
+def format_line(repo_json: str, pid: int, thread: int, event_json: str) -> str:
+    """One line from already-encoded parts (the spool writes the same lines: ``spool.spool_line``).
+
+    Byte for byte ``json.dumps({"repo", "pid", "thread", "event"}, separators=(",", ":"),
+    ensure_ascii=False)`` and a newline, without encoding the event a second time.
+    """
+    return f'{{"repo":{repo_json},"pid":{pid},"thread":{thread},"event":{event_json}}}\n'
+
+
+def encode_line(record: FinishedEvent, repo: dict | None, repo_json: str | None = None) -> str:
+    if repo_json is None:
+        repo_json = wire_encoder().encode(repo)
+    return format_line(repo_json, record.pid, record.thread_id, record_json(record))
 
 
 def read_lines(path: str) -> Iterator[dict]:
@@ -50,7 +57,8 @@ class JsonLinesExporter:
         self._lock = threading.Lock()
 
     def export(self, records: Sequence[FinishedEvent]) -> None:
-        data = "".join(encode_line(record, self.repo) for record in records).encode("utf-8")
+        repo_json = wire_encoder().encode(self.repo)
+        data = "".join([encode_line(record, self.repo, repo_json) for record in records]).encode("utf-8")
         with self._lock:
             try:
                 if self._fd is None:

@@ -24,7 +24,6 @@ and reported: the only loss the library permits itself.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import sys
@@ -32,8 +31,9 @@ import threading
 import time
 from typing import Iterable, Iterator, NamedTuple, Optional
 
+from .._event import wire_encoder
 from .._report import count_drop, report_once
-from .jsonl import read_lines
+from .jsonl import format_line, read_lines
 
 DEFAULT_MAX_BYTES = 100 * 1024 * 1024
 STALE_CLAIM_SECONDS = 3600.0  # a claim this old is taken back even if its pid looks alive (pid reuse)
@@ -52,13 +52,12 @@ def default_spool_dir() -> str:
     return os.path.join(base, "trunk_trace", "spool")
 
 
-def spool_line(repo_json: str, pid: int, thread: int, event_json: str) -> str:
-    """One spool line from already-encoded parts: byte for byte what ``jsonl.encode_line`` writes."""
-    return f'{{"repo":{repo_json},"pid":{pid},"thread":{thread},"event":{event_json}}}\n'
+# One spool line from already-encoded parts: byte for byte what ``jsonl.encode_line`` writes.
+spool_line = format_line
 
-
-# One encoder for all: json.dumps with arguments builds a new one per call (a few us per event).
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# One encoder for all (the wire format's, shared with FinishedEvent.json and JSON Lines):
+# json.dumps with arguments builds a new one per call (a few us per event).
+_ENCODER = wire_encoder()
 
 
 def encode_repo(repo: Optional[dict]) -> str:

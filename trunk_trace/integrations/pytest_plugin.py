@@ -40,6 +40,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import pytest
 
 from .._context import _CURRENT
+from .. import _state
 from .._event import Conclusion, Event, RemoteParent
 from .._state import env_flag
 from .._track import Block, DisabledEvent, close_event, end_event, open_event, record_event, start_event
@@ -145,12 +146,15 @@ class _Controller:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if self.root is None:
             return
-        reports = self.pending.get(report.nodeid)
+        nodeid = report.nodeid
+        reports = self.pending.get(nodeid)
         if reports is None:
-            reports = self.pending[report.nodeid] = []
-        reports.append(report)
+            reports = self.pending[nodeid] = [report]
+        else:
+            reports.append(report)
         if report.when == "teardown" and report.outcome != "rerun":
-            self._record(self.pending.pop(report.nodeid))
+            del self.pending[nodeid]
+            self._record(reports)
 
     def pytest_keyboard_interrupt(self) -> None:
         self.interrupted = True
@@ -167,6 +171,11 @@ class _Controller:
             root.tag("exit_code", code)
             root.conclusion = exit_status_conclusion(code, interrupted=self.interrupted)
             close_event(root, None)
+            # Deliver the last tests and the session now, while pytest prints its summary and
+            # unwinds, rather than at interpreter exit when nothing else is left to overlap with.
+            processor = _state.STATE.processor
+            if processor is not None:
+                processor.wake()
 
     def pytest_unconfigure(self) -> None:
         if self.root is not None:  # the session never finished (an internal error)
@@ -182,9 +191,13 @@ class _Controller:
         running = self.local.running.get(nodeid) if self.local is not None else None
         if running is not None:  # ran here: the live event has its own clock
             ev = running[0]
-            ev.conclusion = conclusion
-            for key, value in tags.items():
-                ev.tag(key, value)
+            # Set directly, as ev.conclusion = ... and ev.tag() would after validating:
+            # a Conclusion, and tags of ours (str and int values under str keys).
+            ev._conclusion = conclusion
+            if ev._tags is None:
+                ev._tags = tags
+            else:
+                ev._tags.update(tags)
             end_event(ev, None)
             return
         event_id = getattr(reports[-1], _ID_ATTR, None)
@@ -213,6 +226,14 @@ class _Controller:
 
 def _conclusion(reports: List[Any]) -> tuple[Conclusion, Dict[str, Any]]:
     """A test's conclusion and tags from its phase reports (setup, call, subtests, teardown)."""
+    if len(reports) == 3:  # most tests: setup, call and teardown passed (a third of the general path's cost)
+        setup, call, teardown = reports
+        if (
+            setup.outcome == "passed" and call.outcome == "passed" and teardown.outcome == "passed"
+            and setup.when == "setup" and call.when == "call" and teardown.when == "teardown"
+            and not hasattr(call, "wasxfail")
+        ):
+            return Conclusion.SUCCESS, {"outcome": "passed"}
     reruns = 0
     attempt = reports
     for index, report in enumerate(reports):
