@@ -64,11 +64,10 @@ class BatchProcessor:
     def on_end(self, ev: Event) -> None:
         queue = self._queue
         queue.append(ev)
-        queued = len(queue)
-        if queued == BATCH_SIZE:  # not on every append past it: the periodic wake covers races
+        if len(queue) % BATCH_SIZE == 0:  # once a batch, not every append: Event.set costs 0.1 us
             self._wake.set()
-        elif queued >= MAX_QUEUED_EVENTS:
-            self._relieve()
+            if len(queue) >= MAX_QUEUED_EVENTS:
+                self._relieve()
 
     def on_end_in_child(self, ev: Event) -> None:
         """``on_end`` in a child process, which may leave through ``os._exit`` without atexit.

@@ -10,7 +10,7 @@ once, and a ``Block`` may be entered again while open.
 from __future__ import annotations
 
 from time import perf_counter_ns
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, TypeVar, overload
+from typing import Any, Callable, Literal, Mapping, TypeVar, overload
 
 from . import _state
 from ._context import _CURRENT, new_id
@@ -58,46 +58,24 @@ class DisabledEvent(Event):
 
 
 class Block:
-    """Time a step of the build: ``track(name=None, /, *, kind=None, key=None, tags=None, metrics=None)``.
-
-    ``with track("compile") as ev:`` / ``async with track(...)`` times a block;
-    ``@track`` (named after the function's ``__qualname__``) or
-    ``@track("lint", kind="task")`` times every call of a function, coroutine,
-    generator or async generator. Blocks nest: an event opened inside another
-    is its child and shares its chain.
-
-    *kind* is the sequence kind (default ``pipeline`` for a root, ``step``
-    nested); *key* replaces the block's sequence key (children extend it);
-    *tags* and *metrics* start the event's payload.
-
-    ``track`` is this class at run time (one call less per block: about
-    0.1 us); type checkers see an overloaded ``track`` function.
-    """
+    """A step to time: returned by :func:`track`. Use it with ``with``, ``async with`` or as a decorator."""
 
     __slots__ = ("name", "kind", "key", "tags", "metrics", "sequence_tags")
 
-    def __new__(
-        cls,
-        name: Any = None,
-        /,
-        *,
+    def __init__(
+        self,
+        name: str | None,
         kind: str | None = None,
         key: str | None = None,
         tags: Mapping[str, TagValue] | None = None,
         metrics: Mapping[str, float] | None = None,
-    ) -> Any:
-        if name is not None and name.__class__ is not str and (
-            callable(name) or isinstance(name, (classmethod, staticmethod))
-        ):
-            return cls(None, kind=kind, key=key, tags=tags, metrics=metrics)(name)  # bare @track
-        self = object.__new__(cls)
+    ) -> None:
         self.name = None if name is None else check_name(name, "track() argument 'name'")
         self.kind = None if kind is None else check_name(kind, "track() argument 'kind'")
         self.key = None if key is None else check_name(key, "track() argument 'key'")
         self.tags = _plain_tags(tags) if tags else None
         self.metrics = check_mapping(metrics, "track() argument 'metrics'", check_metric) if metrics else None
         self.sequence_tags: tuple[tuple[str, TagValue], ...] = ()
-        return self
 
     def __repr__(self) -> str:
         return f"track({self.name!r}, kind={self.kind!r}, key={self.key!r})"
@@ -157,7 +135,7 @@ class Block:
             name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None)
             if not isinstance(name, str) or not name:
                 raise TypeError(f"track(): {func!r} has no __qualname__; pass a name: @track('name')")
-            spec = Block(name, kind=self.kind, key=self.key)
+            spec = Block(name, self.kind, self.key, None, None)
             spec.tags, spec.metrics = self.tags, self.metrics
         if inspect.isasyncgenfunction(target):
             wrapper = _async_generator_wrapper(spec)
@@ -194,26 +172,47 @@ def _plain_tags(tags: Mapping[str, TagValue]) -> dict:
     return check_mapping(tags, "track() argument 'tags'", check_tag)
 
 
-if TYPE_CHECKING:
+@overload
+def track(name: F, /) -> F: ...
 
-    @overload
-    def track(name: F, /) -> F: ...
 
-    @overload
-    def track(
-        name: str | None = None,
-        /,
-        *,
-        kind: str | None = None,
-        key: str | None = None,
-        tags: Mapping[str, TagValue] | None = None,
-        metrics: Mapping[str, float] | None = None,
-    ) -> Block: ...
+@overload
+def track(
+    name: str | None = None,
+    /,
+    *,
+    kind: str | None = None,
+    key: str | None = None,
+    tags: Mapping[str, TagValue] | None = None,
+    metrics: Mapping[str, float] | None = None,
+) -> Block: ...
 
-    def track(name: Any = None, /, **options: Any) -> Any: ...
 
-else:
-    track = Block
+def track(
+    name: Any = None,
+    /,
+    *,
+    kind: str | None = None,
+    key: str | None = None,
+    tags: Mapping[str, TagValue] | None = None,
+    metrics: Mapping[str, float] | None = None,
+) -> Any:
+    """Time a step of the build.
+
+    ``with track("compile") as ev:`` / ``async with track(...)`` times a block;
+    ``@track`` (named after the function's ``__qualname__``) or
+    ``@track("lint", kind="task")`` times every call of a function, coroutine,
+    generator or async generator. Blocks nest: an event opened inside another
+    is its child and shares its chain.
+
+    *kind* is the sequence kind (default ``pipeline`` for a root, ``step``
+    nested); *key* replaces the block's sequence key (children extend it);
+    *tags* and *metrics* start the event's payload.
+    """
+    if name is not None and name.__class__ is not str and (callable(name) or isinstance(name, (classmethod, staticmethod))):
+        return Block(None, kind, key, tags, metrics)(name)
+    return Block(name, kind, key, tags, metrics)
+
 
 # --- the hot path ---
 
