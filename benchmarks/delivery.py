@@ -89,8 +89,9 @@ def count_spooled(spool_dir: str) -> int:
 
 
 def otel_received(sink: Sink) -> int:
-    # OTLP/HTTP sends protobuf; count the spans by their names' bytes, a fair approximation.
-    return sum(request.raw.count(b"\n\x04step") + request.raw.count(b"\n\x05build") for request in sink.accepted)
+    # OTLP/HTTP sends protobuf; count the spans by their names: Span.name is field 5, a
+    # length-delimited string, so it is encoded as b"*" (5 << 3 | 2), its length, its bytes.
+    return sum(request.raw.count(b"*\x04step") + request.raw.count(b"*\x05build") for request in sink.accepted)
 
 
 def run_once(library: str, scenario: str, events: int) -> dict:
