@@ -12,7 +12,7 @@ from __future__ import annotations
 from time import perf_counter_ns
 from typing import Any, Callable, Literal, Mapping, TypeVar, overload
 
-from . import _state
+from . import _context, _state
 from ._context import _CURRENT, new_id
 from ._event import (
     MAX_TAG_VALUE_LENGTH,
@@ -31,6 +31,9 @@ from ._event import (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The hot paths take ids as new_id() does, without its call: _context._prefix | this().
+_next_sequence_number = _context._sequence.__next__
 
 
 class DisabledEvent(Event):
@@ -93,7 +96,7 @@ class Block:
             return open_event(self)  # booting, or disabled
         parent = _CURRENT.get()
         ev = Event(self, parent if parent is not None else state.inherited_parent)
-        ev._id = new_id()
+        ev._id = _context._prefix | _next_sequence_number()  # new_id(), without the call
         ev._token = _CURRENT.set(ev)
         ev._start = perf_counter_ns()
         return ev
@@ -324,21 +327,22 @@ def _traced_function(spec: Block, func: Callable[..., Any]) -> Callable[..., Any
         if state.enabled:
             parent = _CURRENT.get()
             ev = Event(spec, parent if parent is not None else state.inherited_parent)
-            ev._id = new_id()
-            ev._token = _CURRENT.set(ev)
+            ev._id = _context._prefix | _next_sequence_number()  # new_id(), without the call
+            token = _CURRENT.set(ev)
             ev._start = perf_counter_ns()
         else:
             ev = open_event(spec)  # boots the state on first use
             if ev is _DISABLED:
                 return func(*args, **kwargs)
+            token = ev._token
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:
+            ev._token = token
             close_event(ev, exc)
             raise
         ev._end = perf_counter_ns()
-        _CURRENT.reset(ev._token)
-        ev._token = None
+        _CURRENT.reset(token)
         state.on_end(ev)
         return result
 
