@@ -78,3 +78,10 @@ def test_a_refused_connection_is_recognised_through_urllib3():
     assert is_refused(info.value)
     assert not is_refused(urllib3.exceptions.ReadTimeoutError(pool, "/", "read timed out"))
     assert not is_refused(ValueError("x"))
+
+
+@pytest.mark.parametrize("status, verdict", [(408, "REJECTED"), (500, "REJECTED"), (429, "RETRY"), (502, "RETRY"), (404, "MISDIRECTED"), (403, "UNAUTHORIZED")])
+def test_otlp_retries_only_what_its_specification_names(status, verdict):
+    from trunk_trace.exporters.otlp import classify_otlp_status
+
+    assert classify_otlp_status(status) is Verdict[verdict]

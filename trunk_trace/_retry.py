@@ -10,7 +10,7 @@ from __future__ import annotations
 import email.utils
 import enum
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import attrs
 
@@ -37,10 +37,21 @@ class RetryPolicy:
     max_retry_after: float = 120.0  # a server asking for longer is capped (ddtrace caps at 120 s too)
 
 
-def classify_status(status: int) -> Verdict:
+def trunk_retryable(status: int) -> bool:
+    """The Trunk API: timeouts, rate limits and every server error are worth another try."""
+    return status == 408 or status == 429 or status >= 500
+
+
+def otlp_retryable(status: int) -> bool:
+    """OTLP/HTTP: only the codes its specification names as retryable."""
+    return status in (429, 502, 503, 504)
+
+
+def classify_status(status: int, retryable: Callable[[int], bool] = trunk_retryable) -> Verdict:
+    """What an answer means; *retryable* says which failures are transient."""
     if 200 <= status < 300:
         return Verdict.DELIVERED
-    if status == 408 or status == 429 or status >= 500:
+    if retryable(status):
         return Verdict.RETRY
     if status in (401, 403):
         return Verdict.UNAUTHORIZED

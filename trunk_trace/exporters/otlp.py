@@ -41,7 +41,7 @@ import urllib.parse
 from typing import Any, Mapping, Optional, Sequence
 
 from .._event import FinishedEvent
-from .._retry import RetryPolicy, Verdict
+from .._retry import RetryPolicy, Verdict, classify_status, otlp_retryable
 from .._version import __version__
 from .http import MAX_QUEUED_EVENTS, SENDERS, Batch, HttpClient, HttpExporter, make_batches
 from .spool import Spool, default_spool_dir
@@ -69,15 +69,7 @@ _REASONS = {
 
 def classify_otlp_status(status: int) -> Verdict:
     """What an answer means, per the OTLP/HTTP specification: only 429, 502, 503 and 504 are retried."""
-    if 200 <= status < 300:
-        return Verdict.DELIVERED
-    if status in (429, 502, 503, 504):
-        return Verdict.RETRY
-    if status in (401, 403):
-        return Verdict.UNAUTHORIZED
-    if 300 <= status < 400 or status in (404, 405):
-        return Verdict.MISDIRECTED
-    return Verdict.REJECTED
+    return classify_status(status, otlp_retryable)
 
 
 # --- the environment's forms (parsed by _config) ---

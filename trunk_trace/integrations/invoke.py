@@ -31,7 +31,7 @@ open trunk_trace block: a task run outside any traced task runs untouched.
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Optional, Tuple, Type, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from invoke import Context, Executor, Task
 from invoke.exceptions import CommandTimedOut, Exit, Failure
