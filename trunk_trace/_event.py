@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import math
 import sys
-import threading
+from threading import get_ident
 import time
 from typing import Any, Union
 
@@ -259,7 +259,7 @@ class Event:
             self._chain = parent if chain is None else chain
         self._tags = self._metrics = self._conclusion = self._outcome = self._error = None
         self._path = self._end = self._token = None
-        self._thread = threading.get_ident()
+        self._thread = get_ident()
 
     # -- identity (made on demand: the hot path only holds integers) --
 

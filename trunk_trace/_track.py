@@ -13,6 +13,7 @@ from time import perf_counter_ns
 from typing import Any, Callable, Literal, Mapping, TypeVar, overload
 
 from . import _context, _state
+from ._state import STATE
 from ._context import _CURRENT, new_id
 from ._event import (
     MAX_TAG_VALUE_LENGTH,
@@ -91,7 +92,7 @@ class Block:
     def __enter__(self) -> Event:
         if self.name is None:
             raise TypeError("track() needs a name when used with 'with': with track(\"compile\"): ...")
-        state = _state.STATE
+        state = STATE
         if not state.enabled:
             return open_event(self)  # booting, or disabled
         parent = _CURRENT.get()
@@ -116,7 +117,7 @@ class Block:
         ev._token = None
         if exc is not None:
             _conclude(ev, exc)
-        _state.STATE.on_end(ev)
+        STATE.on_end(ev)
         return False
 
     async def __aenter__(self) -> Event:
@@ -224,7 +225,7 @@ _DISABLED: DisabledEvent | None = None
 
 def start_event(spec: Block, parent: Event | RemoteParent | None = None) -> Event | None:
     """A started event under *parent* (default: the current one), not made current; ``None`` when disabled."""
-    state = _state.STATE
+    state = STATE
     if not state.enabled:
         if state.enabled is None:
             _state.boot()
@@ -257,7 +258,7 @@ def end_event(ev: Event, exc: BaseException | None) -> None:
     ev._end = perf_counter_ns()
     if exc is not None:
         _conclude(ev, exc)
-    _state.STATE.on_end(ev)
+    STATE.on_end(ev)
 
 
 def _conclude(ev: Event, exc: BaseException) -> None:
@@ -314,7 +315,7 @@ def record_event(
     if metrics:
         for key, value in metrics.items():
             ev.metric(key, value)
-    _state.STATE.on_end(ev)
+    STATE.on_end(ev)
     return ev
 
 
@@ -323,7 +324,7 @@ def record_event(
 
 def _traced_function(spec: Block, func: Callable[..., Any]) -> Callable[..., Any]:
     def traced(*args: Any, **kwargs: Any) -> Any:
-        state = _state.STATE
+        state = STATE
         if state.enabled:
             parent = _CURRENT.get()
             ev = Event(spec, parent if parent is not None else state.inherited_parent)
