@@ -74,11 +74,16 @@ class Block:
         tags: Mapping[str, TagValue] | None = None,
         metrics: Mapping[str, float] | None = None,
     ) -> None:
-        self.name = None if name is None else check_name(name, "track() argument 'name'")
+        # The common case (a plain, non-blank str) is checked here without a call.
+        if name.__class__ is str and name and not name.isspace():  # type: ignore[union-attr]
+            self.name = name
+        else:
+            self.name = None if name is None else check_name(name, "track() argument 'name'")
         self.kind = None if kind is None else check_name(kind, "track() argument 'kind'")
         self.key = None if key is None else check_name(key, "track() argument 'key'")
         self.tags = _plain_tags(tags) if tags else None
         self.metrics = check_mapping(metrics, "track() argument 'metrics'", check_metric) if metrics else None
+        # What describes the step itself across runs (the wire's sequence.payload.tags).
         self.sequence_tags: tuple[tuple[str, TagValue], ...] = ()
 
     def __repr__(self) -> str:
