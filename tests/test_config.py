@@ -131,3 +131,19 @@ def test_a_failing_exporter_never_reaches_the_build(caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert sum("Broken.export failed" in m for m in messages) == 1  # once, not per batch
     assert any("Broken.shutdown failed" in m for m in messages)
+
+
+def test_outputs_that_are_not_configured_are_not_loaded():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, trunk_trace\n"
+        "trunk_trace.configure(summary=False)\n"
+        "with trunk_trace.track('x'):\n    pass\n"
+        "trunk_trace.flush()\n"
+        "print(','.join(m for m in ('urllib3', 'trunk_trace.exporters.http', 'trunk_trace.exporters.otlp', "
+        "'trunk_trace.exporters.chrome') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
+    assert out.strip() == ""

@@ -114,6 +114,8 @@ def _check_otlp_endpoint(instance: Any, attribute: Any, value: Optional[str]) ->
 
 
 def _check_otlp_headers(instance: Any, attribute: Any, value: Mapping[str, str]) -> None:
+    if not value:
+        return  # the usual case: no need to load the OTLP exporter (and the HTTP machinery) to check
     from .exporters.otlp import valid_header
 
     for key, item in value.items():
