@@ -65,8 +65,11 @@ def test_explicit_env_os_system_and_run(tmp_path):
             assert result.returncode == 0
             failed = trunk_trace.run([sys.executable, "-c", "raise SystemExit(3)"], name="failing")
             assert failed.returncode == 3
-        # After the blocks closed, a child starts a chain of its own.
+            copied_inside = dict(os.environ)  # holds the context written for the children above
+        # After the blocks closed, a child starts a chain of its own, also when its
+        # environment is a copy of ours taken while a block was open.
         subprocess.run([sys.executable, "-c", CHILD], check=True)
+        subprocess.run([sys.executable, "-c", CHILD], env=copied_inside, check=True)
     """)
     by_key = {}
     for e in events:
@@ -79,8 +82,9 @@ def test_explicit_env_os_system_and_run(tmp_path):
     assert {"k": "exit_code", "v": 0} in cmd["payload"]["tags"]
     assert failing["conclusion"] == "FAILURE" and {"k": "exit_code", "v": 3} in failing["payload"]["tags"]
     # the os.system child ran its block (it never exited it, so no event), but the later lone child is a root
-    lone = by_key["kid"][0]
-    assert "parent" not in lone and lone["chainId"] == lone["id"] != root["id"]
+    assert len(by_key["kid"]) == 2
+    for lone in by_key["kid"]:
+        assert "parent" not in lone and lone["chainId"] == lone["id"] != root["id"]
 
 
 @pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])

@@ -146,13 +146,14 @@ def _write(env: MutableMapping[str, str]) -> None:
     context = context_env()
     if context:
         env.update(context)
-    elif env is os.environ:
-        # No block open: children must not join a block that has ended.
-        for name, value in _original_environ.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        return
+    # No block open: a child must not join a block that has ended, even when its
+    # environment was copied from ours after an earlier child had been started.
+    for name, value in _original_environ.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
 
 
 def _audit(event: str, args: tuple) -> None:
