@@ -142,7 +142,7 @@ class BatchProcessor:
         pid = os.getpid()
         count = 0
         while len(queue) > leave:
-            batch = []
+            batch: list[FinishedEvent] = []
             while queue and len(batch) < BATCH_SIZE:
                 batch.append(FinishedEvent(queue.popleft(), pid, platform, common_tags))
             for exporter in resources.exporters:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Callable, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 from urllib.parse import urlsplit
 
 import attrs
@@ -279,7 +279,7 @@ _GITHUB = _Spec(
     url=(_fmt(_GH_RUN + "/attempts/{GITHUB_RUN_ATTEMPT}"), _fmt(_GH_RUN)),
 )
 # their server is not github.com by default, and their run pages are addressed differently
-_LOOKALIKE = {"repo": _GITHUB.repo[:1], "url": ()}
+_LOOKALIKE: dict[str, Any] = {"repo": _GITHUB.repo[:1], "url": ()}
 _BITBUCKET_RUN = "/pipelines/results/{BITBUCKET_BUILD_NUMBER}"
 _AZURE_RUN = "/{SYSTEM_TEAMPROJECTID}/_build/results?buildId={BUILD_BUILDID}"
 _UUID = r"^\{?([^{}]+)\}?$"  # Bitbucket wraps its UUIDs in braces
@@ -575,7 +575,8 @@ def _detect(environ: Mapping[str, str], cwd: str | None, use_git: bool) -> CICon
     elif spec.extra is not None:
         env = {**env, **spec.extra(env)}
 
-    repo, repo_source = parse_remote(env.get("TRUNK_REPO_URL", "")), "TRUNK_REPO_URL"
+    repo_source: str | None = "TRUNK_REPO_URL"
+    repo = parse_remote(env.get("TRUNK_REPO_URL", ""))
     if repo is None:
         repo, repo_source = _ci_repo(env, spec)
 

@@ -343,7 +343,8 @@ class Event:
         return self._end is not None
 
     def __repr__(self) -> str:
-        state = f"conclusion={self.conclusion.value}" if self._end is not None else "open"
+        conclusion = self.conclusion
+        state = "open" if conclusion is None else f"conclusion={conclusion.value}"
         return f"<trunk_trace.Event {self.name!r} key={self.key!r} id={self.id} {state}>"
 
 

@@ -144,7 +144,7 @@ def _after_fork_in_child() -> None:
     STATE.lock = threading.RLock()
     report = sys.modules.get("trunk_trace._report")
     if report is not None:
-        report._lock = threading.Lock()  # another thread may have held it at the fork
+        setattr(report, "_lock", threading.Lock())  # another thread may have held it at the fork
     signals = sys.modules.get("trunk_trace._signals")
     if signals is not None:
         signals.after_fork_in_child()  # a handler in pool workers can hang Pool.terminate()

@@ -65,6 +65,11 @@ class Block:
     """A step to time: returned by :func:`track`. Use it with ``with``, ``async with`` or as a decorator."""
 
     __slots__ = ("name", "kind", "key", "tags", "metrics", "sequence_tags")
+    name: str | None  # None only on a bare decorator's Block, until it names a function
+    kind: str | None
+    key: str | None
+    tags: dict[str, TagValue] | None
+    metrics: dict[str, float] | None
 
     def __init__(
         self,

@@ -271,6 +271,11 @@ class ReplayResult(NamedTuple):
     last: Optional[Outcome]  # the failure that stopped the replay, if any
 
 
+def _sleep_and_go_on(seconds: float) -> bool:
+    time.sleep(seconds)
+    return True
+
+
 def replay_claim(
     client: HttpClient,
     spool: Spool,
@@ -279,7 +284,7 @@ def replay_claim(
     fallback_repo: Optional[dict] = None,
     policy: RetryPolicy = RetryPolicy(),
     deadline: float = math.inf,
-    wait: Callable[[float], bool] = lambda seconds: (time.sleep(seconds), True)[1],
+    wait: Callable[[float], bool] = _sleep_and_go_on,
     keep_going: Callable[[], bool] = lambda: True,
     batch_type: type[Batch] = Batch,
 ) -> ReplayResult:

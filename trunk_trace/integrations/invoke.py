@@ -213,7 +213,7 @@ class TracedExecutor(Executor):
             return call
         traced = copy.copy(task)
         traced.__class__ = _traced_task_class(type(task))
-        traced._trunk_trace_name = call.called_as or self._task_name(task)
+        traced._trunk_trace_name = call.called_as or self._task_name(task)  # type: ignore[attr-defined]
         return call.clone(with_={"task": traced})
 
     def _task_name(self, task: Task) -> str:
