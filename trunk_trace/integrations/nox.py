@@ -36,10 +36,11 @@ cannot be replaced on the instance).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import re
 import threading
-from typing import Any, Callable, List, Optional, TypeVar
+from typing import Any, Callable, Iterator, List, Optional, TypeVar
 
 import nox
 import nox.command
@@ -206,6 +207,21 @@ class _NoxRun:
 _RUN = _NoxRun()
 
 
+@contextlib.contextmanager
+def _under_root(runner: SessionRunner) -> Iterator[None]:
+    """Make the run's event current while *runner*'s session runs (or its worker starts)."""
+    root = _RUN.root_for(runner)
+    token = _CURRENT.set(root) if root is not None else None
+    try:
+        yield
+    except KeyboardInterrupt:
+        _RUN.interrupted = True
+        raise
+    finally:
+        if token is not None:
+            _CURRENT.reset(token)
+
+
 def _selected(runner: SessionRunner) -> str:
     manifest = getattr(runner, "manifest", None)
     try:  # the sessions run so far and those still queued: what nox was asked to run
@@ -228,9 +244,7 @@ def _hook_nox() -> None:
 
     @functools.wraps(original_execute)
     def execute(self: SessionRunner) -> Any:
-        root = _RUN.root_for(self)
-        token = _CURRENT.set(root) if root is not None else None
-        try:
+        with _under_root(self):
             if _is_traced(self.func):
                 with track(self.friendly_name, kind="session") as ev:
                     result = original_execute(self)
@@ -239,12 +253,6 @@ def _hook_nox() -> None:
                         ev.tag("reason", str(result.reason))
             else:
                 result = original_execute(self)
-        except KeyboardInterrupt:
-            _RUN.interrupted = True
-            raise
-        finally:
-            if token is not None:
-                _CURRENT.reset(token)
         _RUN.results.append(result)
         return result
 
@@ -260,16 +268,8 @@ def _hook_nox() -> None:
     def run_session(session: SessionRunner, *args: Any, **kwargs: Any) -> Any:
         # Called in a pool thread, which has no current event of its own: make the
         # run's event current while the child starts, so the child joins under it.
-        root = _RUN.root_for(session)
-        token = _CURRENT.set(root) if root is not None else None
-        try:
+        with _under_root(session):
             result, output = original_run_session(session, *args, **kwargs)
-        except KeyboardInterrupt:
-            _RUN.interrupted = True
-            raise
-        finally:
-            if token is not None:
-                _CURRENT.reset(token)
         _RUN.results.append(result)
         return result, output
 
