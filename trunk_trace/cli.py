@@ -17,13 +17,7 @@ DEFAULT_FLUSH_TIMEOUT = 60.0
 
 def cmd_flush(args: argparse.Namespace) -> int:
     """Send the events waiting in the spool (Trunk's, and OTLP's when configured); exit 1 when some remain."""
-    import attrs
-
-    from ._config import Config
-
-    config = Config.from_env()
-    if args.spool_dir:
-        config = attrs.evolve(config, spool_dir=args.spool_dir)
+    config = _config_with_spool_dir(args.spool_dir)
     otlp = config.otlp_endpoint is not None and config.otlp_enabled
     if not config.token and not otlp:
         print("trunk-trace flush: TRUNK_API_TOKEN is not set (nor an OTLP endpoint); nothing sent", file=sys.stderr)
@@ -39,7 +33,7 @@ def _flush_trunk(config: Any, deadline: float) -> int:
     from .exporters.http import Client
     from .exporters.spool import Spool
 
-    spool = Spool(config.spool_dir, int(config.spool_max_mb * 1024 * 1024))
+    spool = Spool.from_config(config)
     fallback_repo = None
     if config.repo_url:
         from ._ci import parse_remote
@@ -364,15 +358,10 @@ def _show_chrome(path: str) -> int:
 
 def cmd_upload(args: argparse.Namespace) -> int:
     """Put a file's events in the spool, then flush: one delivery path, and nothing lost on failure."""
-    import attrs
-
-    from ._config import Config
     from .exporters.jsonl import read_lines
     from .exporters.spool import Spool, encode_event, encode_repo, spool_line
 
-    config = Config.from_env()
-    if args.spool_dir:
-        config = attrs.evolve(config, spool_dir=args.spool_dir)
+    config = _config_with_spool_dir(args.spool_dir)
     if not config.token:
         return _usage("upload", "TRUNK_API_TOKEN is not set; nothing sent")
     known: list[str] = []
@@ -386,7 +375,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
         return _usage("upload", f"cannot read {args.file}: {exc.strerror or exc}", status=1)
     if not known and not unknown:
         return _usage("upload", f"no events in {args.file}", status=1)
-    spool = Spool(config.spool_dir, int(config.spool_max_mb * 1024 * 1024))
+    spool = Spool.from_config(config)
     for lines, repo_known in ((known, True), (unknown, False)):
         if lines and spool.write(lines, repo_known=repo_known) is None:
             return _usage("upload", f"cannot write to the spool {spool.directory}; nothing sent", status=1)
@@ -464,7 +453,7 @@ def _spool_rows(config: object) -> list[tuple[str, str]]:
     try:
         from .exporters.spool import Spool
 
-        spool = Spool(config.spool_dir)  # type: ignore[attr-defined]
+        spool = Spool.from_config(config)
         pending, rejected = spool.stats("pending"), spool.stats("rejected")
     except Exception as exc:  # doctor reports, never fails
         return [("spool", f"cannot be read: {exc}")]
@@ -524,6 +513,16 @@ def _configure_quietly(**settings: object) -> None:
     import trunk_trace
 
     trunk_trace.configure(**settings)
+
+
+def _config_with_spool_dir(spool_dir: str | None) -> Any:
+    """The environment's configuration, with ``--spool-dir`` when given."""
+    import attrs
+
+    from ._config import Config
+
+    config = Config.from_env()
+    return attrs.evolve(config, spool_dir=spool_dir) if spool_dir else config
 
 
 def _exit_timeout() -> float:

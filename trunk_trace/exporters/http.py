@@ -716,13 +716,8 @@ class TrunkHttpExporter(HttpExporter):
 
     @classmethod
     def from_config(cls, config: Any, repo: Optional[dict]) -> TrunkHttpExporter:
-        if repo is None and config.repo_url:
-            from .._ci import parse_remote
-
-            parsed = parse_remote(config.repo_url)
-            repo = parsed.to_wire() if parsed is not None else None
-        max_bytes = int(getattr(config, "spool_max_mb", 100) * 1024 * 1024)
-        return cls(config.token, config.api_address, repo, Spool(config.spool_dir, max_bytes))
+        """*repo* as ``_config.event_context`` resolved it (``repo_url`` included)."""
+        return cls(config.token, config.api_address, repo, Spool.from_config(config))
 
     def _encode(self, records: Sequence[FinishedEvent]) -> list[Batch]:
         # FinishedEvent.json encodes straight from the live event, without the wire dict.

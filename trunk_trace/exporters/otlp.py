@@ -36,7 +36,6 @@ One event, one span:
 from __future__ import annotations
 
 import json
-import os
 import urllib.parse
 from typing import Any, Mapping, Optional, Sequence
 
@@ -44,7 +43,7 @@ from .._event import FinishedEvent
 from .._retry import RetryPolicy, Verdict, classify_status, otlp_retryable
 from .._version import __version__
 from .http import MAX_QUEUED_EVENTS, SENDERS, Batch, HttpClient, HttpExporter, make_batches
-from .spool import Spool, default_spool_dir
+from .spool import Spool
 
 TRACES_PATH = "/v1/traces"
 DEFAULT_TIMEOUT = 10.0  # seconds: the specification's default for OTEL_EXPORTER_OTLP_TIMEOUT
@@ -222,8 +221,7 @@ def make_client(
 
 def otlp_spool(config: Any) -> Spool:
     """OTLP's spool: ``otlp/`` inside the spool directory, apart from the Trunk API's files."""
-    directory = os.path.join(os.path.abspath(config.spool_dir or default_spool_dir()), "otlp")
-    return Spool(directory, int(config.spool_max_mb * 1024 * 1024))
+    return Spool.from_config(config, "otlp")
 
 
 class OtlpHttpExporter(HttpExporter):

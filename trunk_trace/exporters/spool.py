@@ -29,7 +29,7 @@ import os
 import sys
 import threading
 import time
-from typing import Iterable, Iterator, NamedTuple, Optional
+from typing import Any, Iterable, Iterator, NamedTuple, Optional
 
 from .._event import wire_encoder
 from .._report import count_drop, report_once
@@ -90,6 +90,14 @@ class Spool:
         self._counter = itertools.count()
         self._lock = threading.Lock()
         self._ready = False
+
+    @classmethod
+    def from_config(cls, config: Any, subdirectory: str = "") -> Spool:
+        """The spool a configuration names (``spool_dir``, capped at ``spool_max_mb``)."""
+        directory = os.path.abspath(config.spool_dir or default_spool_dir())
+        if subdirectory:
+            directory = os.path.join(directory, subdirectory)
+        return cls(directory, int(config.spool_max_mb * 1024 * 1024))
 
     def __repr__(self) -> str:
         return f"Spool({self.directory!r})"
