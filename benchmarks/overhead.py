@@ -25,7 +25,7 @@ from contextvars import ContextVar
 from time import perf_counter_ns
 
 import trunk_trace
-from trunk_trace import _batch, _state, track
+from trunk_trace import _state, track
 
 # Targets (issue 2, "Speed").
 TRACK_RATIO = 2.0  # with track(...) depth-3, against the floor context manager
@@ -104,20 +104,14 @@ def work(x):
 
 
 class Paused:
-    """Hold the processor's export lock: its thread blocks in ``drain()``, events stay queued.
-
-    The wake threshold is lifted meanwhile, so that the hot path does only its own
-    work (with a backlog over ``BATCH_SIZE`` every append would also set the wake event).
-    """
+    """Hold the processor's export lock: its thread blocks in ``drain()``, events stay queued."""
 
     def __enter__(self):
         self.processor = _state.current_processor()
         self.processor._export_lock.acquire()
-        self.batch_size, _batch.BATCH_SIZE = _batch.BATCH_SIZE, 1 << 60
         return self.processor
 
     def __exit__(self, *exc):
-        _batch.BATCH_SIZE = self.batch_size
         self.processor._export_lock.release()
         self.processor.drain()
 

@@ -19,7 +19,7 @@ from trunk_trace._event import (
     wire_encoder,
     wire_event,
 )
-from trunk_trace._track import Block
+from trunk_trace._track import Block, track
 from trunk_trace.exporters.jsonl import encode_line
 from trunk_trace.exporters.spool import encode_event, encode_repo, spool_line
 
@@ -52,7 +52,7 @@ metrics = st.dictionaries(st.one_of(names, st.sampled_from(["a", "b"])), st.one_
 
 
 def make_block(draw: st.DrawFn) -> Block:
-    block = Block("x")
+    block = track("x")
     block.name = draw(names)
     block.kind = draw(st.one_of(st.none(), names))
     block.key = draw(st.one_of(st.none(), names, st.text(min_size=128, max_size=300)))
@@ -96,7 +96,7 @@ def test_encode_wire_is_the_wire_dict_json(ev: Event, platform: str, common: lis
 
 
 def test_non_finite_and_odd_values_go_through_the_encoder() -> None:
-    ev = Event(Block("step"), None)
+    ev = Event(track("step"), None)
     ev._id, ev._start, ev._end = 1, 0, 5
     ev._tags = {"nan": math.nan, "inf": -math.inf, "yes": True, "none": None, "int": Int(3), "text": Text("t")}
     ev._metrics = {"m": math.inf}
@@ -106,12 +106,12 @@ def test_non_finite_and_odd_values_go_through_the_encoder() -> None:
 
 
 def test_siblings_and_cousins_each_name_their_own_parent() -> None:
-    root = Event(Block("build"), None)
+    root = Event(track("build"), None)
     root._id, root._start = 1, 0
     other = RemoteParent("remote-id", "remote/key", "chain")
     children = []
     for n, parent in enumerate([root, root, other, root, other, other]):
-        ev = Event(Block(f"step{n}"), parent)
+        ev = Event(track(f"step{n}"), parent)
         ev._id, ev._start, ev._end = 10 + n, 1, 2
         children.append(ev)
     for ev in children:

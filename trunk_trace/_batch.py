@@ -13,16 +13,16 @@ import os
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from ._event import Event, FinishedEvent
 from ._report import count_drop, report_once
+from ._state import BATCH_SIZE
 from .exporters import Exporter, call_exporter
 
 if TYPE_CHECKING:
     from ._config import Config
 
-BATCH_SIZE = 512
 WAKE_INTERVAL = 1.0  # seconds between drains when events trickle in
 # Past this many queued events the finishing thread lends a hand (CPU and disk work, never the
 # network), so memory stays bounded when a program finishes events faster than they are exported.
@@ -58,16 +58,32 @@ class BatchProcessor:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._pid = os.getpid()
+        self._sink: Callable[[Event], None] = self._queue.append
+
+    def serve_child_process(self) -> None:
+        """Hand finished events to :meth:`on_end_in_child` (this process may leave by ``os._exit``)."""
+        self._sink = self.on_end_in_child
 
     # -- hot path --
 
-    def on_end(self, ev: Event) -> None:
-        queue = self._queue
-        queue.append(ev)
-        if len(queue) % BATCH_SIZE == 0:  # once a batch, not every append: Event.set costs 0.1 us
-            self._wake.set()
-            if len(queue) >= MAX_QUEUED_EVENTS:
-                self._relieve()
+    @property
+    def sink(self) -> Callable[[Event], None]:
+        """What the hot path hands each finished event to: the queue's own ``append``
+        (a C call, no Python frame), or in a child process :meth:`on_end_in_child`."""
+        return self._sink
+
+    def feeds(self, on_end: Callable[[Event], None]) -> bool:
+        """Whether *on_end* is one of this processor's sinks."""
+        return on_end == self._queue.append or on_end == self.on_end_in_child
+
+    def on_batch(self) -> None:
+        """Called by the hot path about once per ``BATCH_SIZE`` events (every id divisible by it).
+
+        Wakes the exporter thread, and past ``MAX_QUEUED_EVENTS`` lends it a hand.
+        """
+        self._wake.set()
+        if len(self._queue) >= MAX_QUEUED_EVENTS:
+            self._relieve()
 
     def on_end_in_child(self, ev: Event) -> None:
         """``on_end`` in a child process, which may leave through ``os._exit`` without atexit.
@@ -76,7 +92,7 @@ class BatchProcessor:
         in another process, or one opened before the fork), deliver synchronously
         within the exit budget; what does not make it is on disk when this returns.
         """
-        self.on_end(ev)
+        self._queue.append(ev)
         parent = ev.parent
         if parent is None or not isinstance(parent, Event) or _opened_before_fork(parent):
             from ._config import get_config

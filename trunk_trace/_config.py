@@ -349,7 +349,7 @@ def shutdown(timeout: float | None = None) -> None:
 def _detach_processor() -> Any:
     """Take the processor out of service (events finished from now on start a new one)."""
     processor, STATE.processor = STATE.processor, None
-    if STATE.on_end is not _state.start_processor and getattr(STATE.on_end, "__self__", None) is processor:
+    if processor is not None and processor.feeds(STATE.on_end):
         STATE.on_end = _state.start_processor
     return processor
 

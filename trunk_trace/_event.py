@@ -208,19 +208,15 @@ def error_tags(exc: BaseException) -> tuple[str, str]:
 class RemoteParent:
     """An event open in another process (inherited through the environment)."""
 
-    __slots__ = ("id", "key", "path", "_chain")
+    __slots__ = ("id", "key", "path", "chain_id")
 
     def __init__(self, event_id: str, key: str, chain_id: str) -> None:
         self.id = event_id
         self.key = self.path = key
-        self._chain = chain_id
-
-    @property
-    def chain_id(self) -> str:
-        return self._chain
+        self.chain_id = chain_id
 
     def __repr__(self) -> str:
-        return f"RemoteParent(id={self.id!r}, key={self.key!r}, chain_id={self._chain!r})"
+        return f"RemoteParent(id={self.id!r}, key={self.key!r}, chain_id={self.chain_id!r})"
 
 
 class Event:
@@ -231,13 +227,12 @@ class Event:
     """
 
     __slots__ = (
-        "_spec", "parent", "_id", "_chain", "_start", "_end", "_token",
+        "_spec", "parent", "_id", "_start", "_end", "_token",
         "_tags", "_metrics", "_conclusion", "_outcome", "_error", "_path", "_thread",
     )
     _spec: Any  # the Block describing the step
     parent: Event | RemoteParent | None
     _id: Any  # an int until first formatted, then its str
-    _chain: Any  # the root Event, an inherited chain id (str), or None for a root
     _start: int  # perf_counter_ns
     _end: Any  # perf_counter_ns once finished, None while open
     _token: Any  # the ContextVar token while current
@@ -252,11 +247,6 @@ class Event:
     def __init__(self, spec: Any, parent: Event | RemoteParent | None) -> None:
         self._spec = spec
         self.parent = parent
-        if parent is None:
-            self._chain = None  # the root: its chain id is its own id
-        else:
-            chain = parent._chain
-            self._chain = parent if chain is None else chain
         self._tags = self._metrics = self._conclusion = self._outcome = self._error = None
         self._path = self._end = self._token = None
         self._thread = get_ident()
@@ -272,12 +262,14 @@ class Event:
 
     @property
     def chain_id(self) -> str:
-        chain = self._chain
-        if chain is None:
-            return self.id
-        if chain.__class__ is str:
-            return chain
-        return chain.id
+        """The root's id: found by walking up the parents (the hot path keeps no chain field)."""
+        ev = self
+        parent = ev.parent
+        while parent is not None:
+            if parent.__class__ is RemoteParent:
+                return parent.chain_id  # type: ignore[union-attr]
+            ev, parent = parent, parent.parent  # type: ignore[union-attr,assignment]
+        return ev.id
 
     @property
     def name(self) -> str:

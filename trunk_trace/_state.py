@@ -20,18 +20,24 @@ if TYPE_CHECKING:
     from ._config import Config
     from ._event import Event, RemoteParent
 
+# Events per batch the processor exports. A power of two: the hot paths test
+# "id % BATCH_SIZE == 0" as a bit mask to call every_batch().
+BATCH_SIZE = 512
+
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
 
 
 def start_processor(ev: Event) -> None:
     # The first finished event starts the exporter thread (never import or configure).
-    processor = current_processor()
-    on_end = STATE.on_end
-    if getattr(on_end, "__self__", None) is processor:
-        on_end(ev)  # on_end or on_end_in_child, as current_processor chose
-    else:
-        processor.on_end(ev)
+    current_processor().sink(ev)
+
+
+def every_batch() -> None:
+    """The hot path's call once per ``BATCH_SIZE`` ids: let the processor drain."""
+    processor = STATE.processor
+    if processor is not None:
+        processor.on_batch()
 
 
 class State:
@@ -120,7 +126,9 @@ def current_processor() -> BatchProcessor:
         if STATE.on_end is start_processor:
             # A child process may leave through os._exit (multiprocessing's fork and forkserver
             # workers do), skipping atexit: there, each task's outermost event is flushed as it ends.
-            STATE.on_end = processor.on_end_in_child if in_child_process() else processor.on_end
+            if in_child_process():
+                processor.serve_child_process()
+            STATE.on_end = processor.sink
         return processor
 
 
@@ -150,10 +158,10 @@ def _after_fork_in_child() -> None:
         signals.after_fork_in_child()  # a handler in pool workers can hang Pool.terminate()
     processor = STATE.processor
     if processor is not None:
+        if processor.feeds(STATE.on_end):
+            STATE.on_end = start_processor
         processor.abandon()
     STATE.processor = None
-    if STATE.on_end is not start_processor and getattr(STATE.on_end, "__self__", None) is processor:
-        STATE.on_end = start_processor
 
 
 if hasattr(os, "register_at_fork"):

@@ -9,12 +9,13 @@ once, and a ``Block`` may be entered again while open.
 
 from __future__ import annotations
 
+from threading import get_ident
 from time import perf_counter_ns
 from typing import Any, Callable, Literal, Mapping, TypeVar, overload
 
 from . import _context, _state
 from ._state import STATE
-from ._context import _CURRENT, new_id
+from ._context import _CURRENT
 from ._event import (
     MAX_TAG_VALUE_LENGTH,
     Conclusion,
@@ -35,6 +36,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # The hot paths take ids as new_id() does, without its call: _context._prefix | this().
 _next_sequence_number = _context._sequence.__next__
+# ...and, once per batch of ids, let the processor know (see BatchProcessor.on_batch).
+_BATCH_MASK = _state.BATCH_SIZE - 1
+# Events and blocks on the hot paths are allocated without an __init__, and filled in inline.
+_new_event = _new_block = object.__new__
 
 
 class DisabledEvent(Event):
@@ -43,7 +48,7 @@ class DisabledEvent(Event):
     __slots__ = ()
 
     def __init__(self) -> None:
-        super().__init__(Block("disabled"), None)
+        super().__init__(track("disabled"), None)
         self._id = "00000000-0000-0000-0000-000000000000"
 
     def tag(self, key: str, value: TagValue) -> None:
@@ -62,7 +67,8 @@ class DisabledEvent(Event):
 
 
 class Block:
-    """A step to time: returned by :func:`track`. Use it with ``with``, ``async with`` or as a decorator."""
+    """A step to time, made by :func:`track` (its only constructor). Use it with ``with``,
+    ``async with`` or as a decorator."""
 
     __slots__ = ("name", "kind", "key", "tags", "metrics", "sequence_tags")
     name: str | None  # None only on a bare decorator's Block, until it names a function
@@ -71,43 +77,33 @@ class Block:
     tags: dict[str, TagValue] | None
     metrics: dict[str, float] | None
 
-    def __init__(
-        self,
-        name: str | None,
-        kind: str | None = None,
-        key: str | None = None,
-        tags: Mapping[str, TagValue] | None = None,
-        metrics: Mapping[str, float] | None = None,
-    ) -> None:
-        # The common case (a plain, non-blank str) is checked here without a call.
-        if name.__class__ is str and name and not name.isspace():  # type: ignore[union-attr]
-            self.name = name
-        else:
-            self.name = None if name is None else check_name(name, "track() argument 'name'")
-        self.kind = None if kind is None else check_name(kind, "track() argument 'kind'")
-        self.key = None if key is None else check_name(key, "track() argument 'key'")
-        self.tags = _plain_tags(tags) if tags else None
-        self.metrics = check_mapping(metrics, "track() argument 'metrics'", check_metric) if metrics else None
-        # What describes the step itself across runs (the wire's sequence.payload.tags).
-        self.sequence_tags: tuple[tuple[str, TagValue], ...] = ()
-
     def __repr__(self) -> str:
         return f"track({self.name!r}, kind={self.kind!r}, key={self.key!r})"
 
     # -- with / async with --
 
     # The enter/exit of the enabled path is written out here rather than
-    # calling open_event/close_event: each saved call is ~50 ns per block.
+    # calling open_event/close_event, and the Event is filled in here rather
+    # than by Event.__init__ (the same fields): each saved call is ~50 ns per block.
 
     def __enter__(self) -> Event:
-        if self.name is None:
-            raise TypeError("track() needs a name when used with 'with': with track(\"compile\"): ...")
         state = STATE
-        if not state.enabled:
+        if not state.enabled or self.name is None:
+            if self.name is None:
+                raise TypeError("track() needs a name when used with 'with': with track(\"compile\"): ...")
             return open_event(self)  # booting, or disabled
         parent = _CURRENT.get()
-        ev = Event(self, parent if parent is not None else state.inherited_parent)
-        ev._id = _context._prefix | _next_sequence_number()  # new_id(), without the call
+        if parent is None:
+            parent = state.inherited_parent
+        ev = _new_event(Event)
+        ev._spec = self
+        ev.parent = parent
+        ev._tags = ev._metrics = ev._conclusion = ev._outcome = ev._error = ev._path = ev._end = None
+        ev._thread = get_ident()
+        number = _next_sequence_number()
+        ev._id = _context._prefix | number
+        if not number & _BATCH_MASK:
+            _state.every_batch()
         ev._token = _CURRENT.set(ev)
         ev._start = perf_counter_ns()
         return ev
@@ -149,7 +145,7 @@ class Block:
             name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None)
             if not isinstance(name, str) or not name:
                 raise TypeError(f"track(): {func!r} has no __qualname__; pass a name: @track('name')")
-            spec = Block(name, self.kind, self.key, None, None)
+            spec = track(name, kind=self.kind, key=self.key)
             spec.tags, spec.metrics = self.tags, self.metrics
         if inspect.isasyncgenfunction(target):
             wrapper = _async_generator_wrapper(spec)
@@ -169,21 +165,6 @@ class Block:
         import wrapt  # imported on first such decoration: it costs 20-60 ms
 
         return wrapt.FunctionWrapper(func, wrapper)  # type: ignore[return-value]
-
-
-def _plain_tags(tags: Mapping[str, TagValue]) -> dict:
-    # Most tags are short str or int values under str keys: accept those with
-    # exact type checks only, and validate (and convert) the rest fully.
-    if tags.__class__ is dict:
-        for key, value in tags.items():
-            cls = value.__class__
-            if key.__class__ is not str or key.isspace() or not key or not (
-                cls is int or (cls is str and len(value) <= MAX_TAG_VALUE_LENGTH)  # type: ignore[arg-type]
-            ):
-                break
-        else:
-            return tags.copy()
-    return check_mapping(tags, "track() argument 'tags'", check_tag)
 
 
 @overload
@@ -223,9 +204,40 @@ def track(
     nested); *key* replaces the block's sequence key (children extend it);
     *tags* and *metrics* start the event's payload.
     """
-    if name is not None and name.__class__ is not str and (callable(name) or isinstance(name, (classmethod, staticmethod))):
-        return Block(None, kind, key, tags, metrics)(name)
-    return Block(name, kind, key, tags, metrics)
+    # Written out rather than in a Block.__init__: a Python __init__ frame is ~15%
+    # of a block's cost, and the common case (a plain, non-blank str name, short
+    # str or int tag values under str keys) passes on exact type checks alone.
+    block = _new_block(Block)
+    if name.__class__ is str and name and not name.isspace():
+        block.name = name
+    elif name is None:
+        block.name = None
+    elif callable(name) or isinstance(name, (classmethod, staticmethod)):
+        block.name = block.kind = block.key = block.tags = block.metrics = None
+        block.sequence_tags = ()
+        return block(name)  # bare @track
+    else:
+        block.name = check_name(name, "track() argument 'name'")
+    block.kind = None if kind is None else check_name(kind, "track() argument 'kind'")
+    block.key = None if key is None else check_name(key, "track() argument 'key'")
+    plain_tags = None
+    if tags:
+        if tags.__class__ is dict:
+            for tag_key, value in tags.items():
+                cls = value.__class__
+                if tag_key.__class__ is not str or not tag_key or tag_key.isspace() or not (
+                    cls is int or (cls is str and len(value) <= MAX_TAG_VALUE_LENGTH)
+                ):
+                    break
+            else:
+                plain_tags = tags.copy()
+        if plain_tags is None:
+            plain_tags = check_mapping(tags, "track() argument 'tags'", check_tag)
+    block.tags = plain_tags
+    block.metrics = check_mapping(metrics, "track() argument 'metrics'", check_metric) if metrics else None
+    # What describes the step itself across runs (the wire's sequence.payload.tags).
+    block.sequence_tags = ()
+    return block
 
 
 # --- the hot path ---
@@ -246,7 +258,10 @@ def start_event(spec: Block, parent: Event | RemoteParent | None = None) -> Even
         if parent is None:
             parent = state.inherited_parent
     ev = Event(spec, parent)
-    ev._id = new_id()
+    number = _next_sequence_number()
+    ev._id = _context._prefix | number
+    if not number & _BATCH_MASK:
+        _state.every_batch()
     ev._start = perf_counter_ns()
     return ev
 
@@ -313,7 +328,7 @@ def record_event(
     if ev is None:
         return None
     if root:
-        ev.parent = ev._chain = None
+        ev.parent = None
     if event_id is not None:
         ev._id = check_name(event_id, "record_event() argument 'event_id'")
     ev._start = monotonic_ns_at(start_epoch_ns)
@@ -336,9 +351,19 @@ def _traced_function(spec: Block, func: Callable[..., Any]) -> Callable[..., Any
     def traced(*args: Any, **kwargs: Any) -> Any:
         state = STATE
         if state.enabled:
+            # As Block.__enter__, written out (a call here is ~10% of the whole).
             parent = _CURRENT.get()
-            ev = Event(spec, parent if parent is not None else state.inherited_parent)
-            ev._id = _context._prefix | _next_sequence_number()  # new_id(), without the call
+            if parent is None:
+                parent = state.inherited_parent
+            ev = _new_event(Event)
+            ev._spec = spec
+            ev.parent = parent
+            ev._tags = ev._metrics = ev._conclusion = ev._outcome = ev._error = ev._path = ev._end = ev._token = None
+            ev._thread = get_ident()
+            number = _next_sequence_number()
+            ev._id = _context._prefix | number
+            if not number & _BATCH_MASK:
+                _state.every_batch()
             token = _CURRENT.set(ev)
             ev._start = perf_counter_ns()
         else:

@@ -264,11 +264,11 @@ def cmd_end(args: argparse.Namespace) -> int:
     if job is None or job.id != job.chain_id or not start.isdigit():
         return _usage("end", f"no job to end: run eval \"$(trunk-trace begin)\" first ({ENV_CHAIN_ID}, {ENV_PARENT_ID} and TRUNK_TRACE_JOB_START are needed)")
     import trunk_trace
-    from ._track import Block, record_event
+    from ._track import record_event, track
 
     _configure_quietly(summary=_env_summary())
     name = os.environ.get("TRUNK_TRACE_JOB_NAME") or job.key
-    block = Block(name, kind=os.environ.get("TRUNK_TRACE_JOB_KIND") or "job", key=job.key)
+    block = track(name, kind=os.environ.get("TRUNK_TRACE_JOB_KIND") or "job", key=job.key)
     record_event(
         block, root=True, event_id=job.id, conclusion=conclusion,
         start_epoch_ns=int(start) * 1_000_000, end_epoch_ns=time.time_ns(),

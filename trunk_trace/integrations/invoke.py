@@ -42,7 +42,7 @@ from invoke.tasks import Call
 from .._command import command_name
 from .._context import _CURRENT
 from .._event import Conclusion, Event, conclude
-from .._track import Block, end_event, start_event, track
+from .._track import end_event, start_event, track
 
 __all__ = ["TracedExecutor", "TracedTask"]
 
@@ -121,7 +121,7 @@ class _CommandEvents(Runner):
     def run(self, command: str, **kwargs: Any) -> Result:
         if _CURRENT.get() is None:
             return super().run(command, **kwargs)
-        ev = start_event(Block(self._trunk_trace_command_name(command), kind="command"))
+        ev = start_event(track(self._trunk_trace_command_name(command), kind="command"))
         if ev is None:
             return super().run(command, **kwargs)
         self._trunk_trace_event = ev

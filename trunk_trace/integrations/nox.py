@@ -51,7 +51,7 @@ from nox.sessions import Session, SessionRunner, Status
 from .._command import command_name
 from .._context import _CURRENT
 from .._event import Conclusion, Event
-from .._track import Block, end_event, start_event, track
+from .._track import end_event, start_event, track
 
 __all__ = ["instrument", "traced"]
 
@@ -186,7 +186,7 @@ class _NoxRun:
         with self.lock:  # -j starts sessions from several threads at once
             if not self.started:
                 if not getattr(runner.global_config, "parallel_worker", False):
-                    self.root = start_event(Block("nox", kind="pipeline", tags={"sessions": _selected(runner)}))
+                    self.root = start_event(track("nox", kind="pipeline", tags={"sessions": _selected(runner)}))
                     if self.root is not None:
                         # Registered after trunk_trace's own exit handler, so it runs before it.
                         atexit.register(self.finish)

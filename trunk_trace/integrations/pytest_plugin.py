@@ -43,7 +43,7 @@ from .._context import _CURRENT
 from .. import _state
 from .._event import Conclusion, Event, RemoteParent
 from .._state import env_flag
-from .._track import Block, DisabledEvent, close_event, end_event, open_event, record_event, start_event
+from .._track import DisabledEvent, close_event, end_event, open_event, record_event, start_event, track
 from . import exit_status_conclusion
 
 ENV_ENABLE = "TRUNK_TRACE_PYTEST"
@@ -93,7 +93,7 @@ class _LocalTests:
     # logstart/logfinish bracket the whole protocol of an item (reruns included) and are
     # plain hooks: cheaper than a wrapper around pytest_runtest_protocol.
     def pytest_runtest_logstart(self, nodeid: str) -> None:
-        ev = start_event(Block(nodeid, kind="test"), self.parent)
+        ev = start_event(track(nodeid, kind="test"), self.parent)
         if ev is not None:
             self.running[nodeid] = (ev, _CURRENT.set(ev))
 
@@ -125,7 +125,7 @@ class _Controller:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         args = " ".join(str(arg) for arg in config.invocation_params.args)
-        root = open_event(Block("pytest", kind="pipeline", tags={"args": args}))
+        root = open_event(track("pytest", kind="pipeline", tags={"args": args}))
         self.root: Optional[Event] = None if isinstance(root, DisabledEvent) else root
         self.local: Optional[_LocalTests] = None
         self.pending: Dict[str, List[Any]] = {}
@@ -213,7 +213,7 @@ class _Controller:
         stops = [r.stop for r in reports if getattr(r, "stop", None)]
         now = time.time()
         record_event(
-            Block(nodeid, kind="test"),
+            track(nodeid, kind="test"),
             start_epoch_ns=int((min(starts) if starts else now) * 1e9),
             end_epoch_ns=int((max(stops) if stops else now) * 1e9),
             conclusion=conclusion,
