@@ -345,14 +345,14 @@ class FinishedEvent:
 
     ``event`` is the wire dict, exactly what goes into the request's
     ``"events"`` list; it is built on first access and kept, so an output that
-    only needs a few fields (the summary reads ``key``, ``parent_key``,
-    ``name``, times and ``conclusion``) never pays for it.
+    only needs a few fields never pays for it. ``live`` is the :class:`Event`
+    it was made from (the summary folds its fields directly: it runs per event).
     """
 
-    __slots__ = ("_live", "_event", "_json", "pid", "thread_id", "_platform", "_common_tags")
+    __slots__ = ("live", "_event", "_json", "pid", "thread_id", "_platform", "_common_tags")
 
     def __init__(self, live: Event, pid: int, platform: str, common_tags: Any = ()) -> None:
-        self._live = live
+        self.live = live  # the Event handle: read-only from here on
         self._event: dict | None = None
         self._json: str | None = None
         self.pid = pid
@@ -364,7 +364,7 @@ class FinishedEvent:
     def event(self) -> dict:
         event = self._event
         if event is None:
-            event = self._event = wire_event(self._live, self._platform, self._common_tags)
+            event = self._event = wire_event(self.live, self._platform, self._common_tags)
         return event
 
     @property
@@ -378,77 +378,57 @@ class FinishedEvent:
         if text is None:
             event = self._event
             if event is None:
-                text = encode_wire(self._live, self._platform, self._common_tags)
+                text = encode_wire(self.live, self._platform, self._common_tags)
             else:
                 text = wire_encoder().encode(event)
             self._json = text
         return text
 
-    def timing(self) -> tuple[str, str | None, str, int, int, float, str]:
-        """(path, parent path, name, start ms, end ms, duration ms, conclusion) in one call.
-
-        Paths identify steps as keys do (a key is its path, shortened when long),
-        without the shortening.
-        """
-        live = self._live
-        start, end = live._start, live._end
-        parent = live.parent
-        conclusion = live._conclusion or live._outcome
-        return (
-            live.path,
-            None if parent is None else parent.path,
-            live._spec.name,
-            (_WALL_ANCHOR_NS + start - _MONOTONIC_ANCHOR_NS) // 1_000_000,
-            (_WALL_ANCHOR_NS + end - _MONOTONIC_ANCHOR_NS) // 1_000_000,
-            (end - start) / 1e6,
-            "SUCCESS" if conclusion is None else conclusion.value,
-        )
-
     @property
     def name(self) -> str:
-        return self._live._spec.name
+        return self.live._spec.name
 
     @property
     def key(self) -> str:
-        return self._live.key
+        return self.live.key
 
     @property
     def parent_key(self) -> str | None:
-        parent = self._live.parent
+        parent = self.live.parent
         return None if parent is None else parent.key
 
     @property
     def start_ms(self) -> int:
-        return epoch_ms(self._live._start)
+        return epoch_ms(self.live._start)
 
     @property
     def end_ms(self) -> int:
-        return epoch_ms(self._live._end)
+        return epoch_ms(self.live._end)
 
     @property
     def duration_ms(self) -> float:
-        return (self._live._end - self._live._start) / 1e6
+        return (self.live._end - self.live._start) / 1e6
 
     # Nanosecond epoch times for outputs finer than the wire's milliseconds (OTLP, trace files).
     @property
     def start_ns(self) -> int:
-        return _WALL_ANCHOR_NS + self._live._start - _MONOTONIC_ANCHOR_NS
+        return _WALL_ANCHOR_NS + self.live._start - _MONOTONIC_ANCHOR_NS
 
     @property
     def end_ns(self) -> int:
-        return _WALL_ANCHOR_NS + self._live._end - _MONOTONIC_ANCHOR_NS
+        return _WALL_ANCHOR_NS + self.live._end - _MONOTONIC_ANCHOR_NS
 
     @property
     def parent_thread(self) -> int | None:
         """The thread of the parent when it is a block of this process; None for a root or a remote parent."""
-        parent = self._live.parent
+        parent = self.live.parent
         return parent._thread if isinstance(parent, Event) else None
 
     @property
     def root_name(self) -> str:
         """The name of the chain's root: the outermost block's when it is in this process, else
         the first segment of the inherited parent's key (keys are paths of names by default)."""
-        ev: Event | RemoteParent = self._live
+        ev: Event | RemoteParent = self.live
         while isinstance(ev, Event) and ev.parent is not None:
             ev = ev.parent
         if isinstance(ev, Event):
@@ -457,7 +437,7 @@ class FinishedEvent:
 
     @property
     def conclusion(self) -> str:
-        return self._live.conclusion.value  # type: ignore[union-attr]
+        return self.live.conclusion.value  # type: ignore[union-attr]
 
     def __repr__(self) -> str:
         return f"<FinishedEvent {self.key!r} {self.conclusion} pid={self.pid}>"

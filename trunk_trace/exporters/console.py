@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import IO, Iterable, Sequence
 
-from .._event import FinishedEvent
+from .._event import DURATION_METRIC, Conclusion, FinishedEvent, monotonic_ns_at
 
 # Worst first: a line that folds several events shows the worst conclusion.
 _SEVERITY = {"FAILURE": 4, "TIMED_OUT": 3, "CANCELLED": 2, "SUCCESS": 1, "SKIPPED": 0}
@@ -22,35 +22,42 @@ OTHER = "(other steps)"
 
 
 class Node:
-    __slots__ = ("key", "parent_key", "name", "count", "total_ms", "longest_ms", "start_ms", "end_ms",
-                 "conclusion", "failures", "children")
+    """One line of the summary: every event of one step (sequence key) folded together.
 
-    def __init__(self, key: str, parent_key: str | None, name: str) -> None:
+    Times are ``perf_counter_ns`` readings of this process (wire events' epoch
+    times are converted on the way in), so folding a live event is plain integer work.
+    """
+
+    __slots__ = ("key", "parent_key", "name", "count", "total_ns", "longest_ns", "start_ns", "end_ns",
+                 "worst", "failures", "skipped", "children")
+
+    def __init__(self, key: str, parent_key: str | None, name: str, start_ns: int) -> None:
         self.key, self.parent_key, self.name = key, parent_key, name
-        self.count = 0
-        self.total_ms = self.longest_ms = 0.0
-        self.start_ms = self.end_ms = 0
-        self.conclusion = "SKIPPED"
-        self.failures = 0
+        self.count = self.total_ns = self.longest_ns = 0
+        self.start_ns = self.end_ns = start_ns
+        self.worst: str | None = None  # the most severe conclusion other than SUCCESS
+        self.failures = self.skipped = 0
         self.children: list[Node] = []
 
-    def add(self, start_ms: int, end_ms: int, duration_ms: float, conclusion: str) -> None:
-        if self.count == 0 or start_ms < self.start_ms:
-            self.start_ms = start_ms
-        if end_ms > self.end_ms:
-            self.end_ms = end_ms
-        self.count += 1
-        self.total_ms += duration_ms
-        if duration_ms > self.longest_ms:
-            self.longest_ms = duration_ms
-        if conclusion not in ("SUCCESS", "SKIPPED"):
+    def conclude(self, conclusion: str) -> None:
+        """Count one event that did not end in SUCCESS (those are only counted)."""
+        if conclusion == "SKIPPED":
+            self.skipped += 1
+        else:
             self.failures += 1
-        if _SEVERITY.get(conclusion, 4) > _SEVERITY[self.conclusion] or self.count == 1:
-            self.conclusion = conclusion
+        if self.worst is None or _SEVERITY.get(conclusion, 4) > _SEVERITY[self.worst]:
+            self.worst = conclusion
+
+    @property
+    def conclusion(self) -> str:
+        worst = self.worst
+        if worst is not None and _SEVERITY.get(worst, 4) > _SEVERITY["SUCCESS"]:
+            return worst
+        return "SKIPPED" if self.skipped == self.count else "SUCCESS"
 
 
 class Summary:
-    """Folds wire events into the tree of steps, and renders it."""
+    """Folds finished events into the tree of steps, and renders it."""
 
     def __init__(self, max_nodes: int = 1000) -> None:
         self.max_nodes = max_nodes
@@ -58,34 +65,72 @@ class Summary:
         self.parent_keys: set[str] = set()  # keys some node names as parent
         self.events = 0
 
-    def add(self, record: FinishedEvent) -> None:
-        """Fold one finished event in (reads a few fields; never builds its wire dict)."""
-        self.fold(*record.timing())
+    def add(self, records: Sequence[FinishedEvent]) -> None:
+        """Fold finished events in.
+
+        This runs once per event of the build, so it reads the live event's
+        fields directly rather than through properties, and a step already
+        seen costs one dict lookup and a few integer updates.
+        """
+        nodes = self.nodes
+        for record in records:
+            ev = record.live
+            path = ev._path
+            if path is None:
+                path = ev.path
+            start, end = ev._start, ev._end
+            node = nodes.get(path)
+            if node is None:
+                parent = ev.parent
+                node = self._node(path, None if parent is None else parent.path, ev.name, start)
+            duration = end - start
+            node.count += 1
+            node.total_ns += duration
+            if duration > node.longest_ns:
+                node.longest_ns = duration
+            if start < node.start_ns:
+                node.start_ns = start
+            if end > node.end_ns:
+                node.end_ns = end
+            conclusion = ev._conclusion or ev._outcome
+            if conclusion is not None and conclusion is not Conclusion.SUCCESS:
+                node.conclude(conclusion.value)
+        self.events += len(records)
 
     def add_wire(self, event: dict) -> None:
         """Fold one wire event in (from a JSON Lines file)."""
         parent = event.get("parent")
-        duration = next((m["v"] for m in event["payload"]["metrics"] if m["k"] == "duration_ms"), 0.0)
-        start = event["createdAt"]
-        self.fold(event["sequence"]["key"], parent["sequenceKey"] if parent else None, event["sequence"]["name"],
-                  start, event.get("finishedAt", start), duration, event.get("conclusion", "SUCCESS"))
-
-    def fold(self, key: str, parent_key: str | None, name: str, start_ms: int, end_ms: int,
-             duration_ms: float, conclusion: str) -> None:
-        node = self.nodes.get(key)
+        sequence = event["sequence"]
+        duration_ms = next((m["v"] for m in event["payload"]["metrics"] if m["k"] == DURATION_METRIC), 0.0)
+        start = monotonic_ns_at(event["createdAt"] * 1_000_000)
+        end = monotonic_ns_at(event.get("finishedAt", event["createdAt"]) * 1_000_000)
+        node = self.nodes.get(sequence["key"])
         if node is None:
-            # Past the bound, a new step is folded into "other steps", unless
-            # it is the parent of steps already held (at most one per node).
-            if len(self.nodes) >= self.max_nodes and key not in self.parent_keys:
-                original, key = key, f"{parent_key}\0{OTHER}" if parent_key else OTHER
-                name = OTHER if key != original else name
-                node = self.nodes.get(key)
-            if node is None:
-                node = self.nodes[key] = Node(key, parent_key, name)
-                if parent_key is not None:
-                    self.parent_keys.add(parent_key)
-        node.add(start_ms, end_ms, duration_ms, conclusion)
+            node = self._node(sequence["key"], parent["sequenceKey"] if parent else None, sequence["name"], start)
+        duration = int(duration_ms * 1_000_000)
+        node.count += 1
+        node.total_ns += duration
+        node.longest_ns = max(node.longest_ns, duration)
+        node.start_ns = min(node.start_ns, start)
+        node.end_ns = max(node.end_ns, end)
+        conclusion = event.get("conclusion", "SUCCESS")
+        if conclusion != "SUCCESS":
+            node.conclude(conclusion)
         self.events += 1
+
+    def _node(self, key: str, parent_key: str | None, name: str, start_ns: int) -> Node:
+        """The node a step not seen yet folds into: its own, or past the bound "other steps"
+        under its parent (unless it is the parent of steps already held)."""
+        if len(self.nodes) >= self.max_nodes and key not in self.parent_keys:
+            original, key = key, f"{parent_key}\0{OTHER}" if parent_key else OTHER
+            name = OTHER if key != original else name
+            node = self.nodes.get(key)
+            if node is not None:
+                return node
+        node = self.nodes[key] = Node(key, parent_key, name, start_ns)
+        if parent_key is not None:
+            self.parent_keys.add(parent_key)
+        return node
 
     def roots(self) -> list[Node]:
         for node in self.nodes.values():
@@ -103,30 +148,30 @@ class Summary:
         roots = self.roots()
         if not roots:
             return ""
-        run_start = min(n.start_ms for n in self.nodes.values())
-        run_end = max(n.end_ms for n in self.nodes.values())
+        run_start = min(n.start_ns for n in self.nodes.values())
+        run_end = max(n.end_ns for n in self.nodes.values())
         span = max(run_end - run_start, 1)
         rows = list(_walk(roots, 0))
         label_width = min(max(len(_label(n, d)) for n, d in rows), 60)
         fill, empty = ("\u2588", " ") if unicode else ("#", " ")
         plural = "s" if self.events != 1 else ""
-        lines = [f"trunk_trace: {self.events} event{plural} in {_seconds(run_end - run_start)}"]
+        lines = [f"trunk_trace: {self.events} event{plural} in {_seconds((run_end - run_start) / 1e6)}"]
         for node, depth in rows:
             label = _label(node, depth)
             if len(label) > label_width:
                 label = label[: label_width - 3] + "..."
-            first = int((node.start_ms - run_start) * width / span)
-            last = max(first + 1, min(width, -(-(node.end_ms - run_start) * width // span)))
+            first = (node.start_ns - run_start) * width // span
+            last = max(first + 1, min(width, -(-(node.end_ns - run_start) * width // span)))
             bar = empty * first + fill * (last - first) + empty * (width - last)
             result = node.conclusion
             if node.count > 1 and node.failures:
                 result += f" {node.failures}/{node.count}"
-            extra = f"  x{node.count}, longest {_seconds(node.longest_ms)}" if node.count > 1 else ""
+            extra = f"  x{node.count}, longest {_seconds(node.longest_ns / 1e6)}" if node.count > 1 else ""
             if colour:
                 code = _COLOURS.get(node.conclusion, "0")
                 result = f"\x1b[{code}m{result:<9}\x1b[0m"
                 bar = f"\x1b[{code}m{bar}\x1b[0m"
-            lines.append(f"  {label:<{label_width}}  {_seconds(node.total_ms):>9}  {result:<9}  |{bar}|{extra}")
+            lines.append(f"  {label:<{label_width}}  {_seconds(node.total_ns / 1e6):>9}  {result:<9}  |{bar}|{extra}")
         return "\n".join(lines) + "\n"
 
 
@@ -137,7 +182,7 @@ def _walk(nodes: Iterable[Node], depth: int) -> Iterable[tuple[Node, int]]:
 
 
 def _start(node: Node) -> tuple[int, str]:
-    return node.start_ms, node.name
+    return node.start_ns, node.name
 
 
 def _label(node: Node, depth: int) -> str:
@@ -176,9 +221,7 @@ class ConsoleSummary:
 
     def export(self, records: Sequence[FinishedEvent]) -> None:
         with self._lock:
-            add = self._summary.add
-            for record in records:
-                add(record)
+            self._summary.add(records)
 
     def force_flush(self, timeout: float | None = None) -> bool:
         return True
