@@ -76,6 +76,7 @@ class Block:
     key: str | None
     tags: dict[str, TagValue] | None
     metrics: dict[str, float] | None
+    sequence_tags: tuple[tuple[str, TagValue], ...]  # the wire's sequence.payload.tags
 
     def __repr__(self) -> str:
         return f"track({self.name!r}, kind={self.kind!r}, key={self.key!r})"
@@ -92,7 +93,7 @@ class Block:
             if self.name is None:
                 raise TypeError("track() needs a name when used with 'with': with track(\"compile\"): ...")
             return open_event(self)  # booting, or disabled
-        parent = _CURRENT.get()
+        parent: Event | RemoteParent | None = _CURRENT.get()
         if parent is None:
             parent = state.inherited_parent
         ev = _new_event(Event)
@@ -235,7 +236,6 @@ def track(
             plain_tags = check_mapping(tags, "track() argument 'tags'", check_tag)
     block.tags = plain_tags
     block.metrics = check_mapping(metrics, "track() argument 'metrics'", check_metric) if metrics else None
-    # What describes the step itself across runs (the wire's sequence.payload.tags).
     block.sequence_tags = ()
     return block
 
@@ -352,7 +352,7 @@ def _traced_function(spec: Block, func: Callable[..., Any]) -> Callable[..., Any
         state = STATE
         if state.enabled:
             # As Block.__enter__, written out (a call here is ~10% of the whole).
-            parent = _CURRENT.get()
+            parent: Event | RemoteParent | None = _CURRENT.get()
             if parent is None:
                 parent = state.inherited_parent
             ev = _new_event(Event)
