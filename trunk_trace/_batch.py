@@ -15,7 +15,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from ._event import Event, FinishedEvent
+from ._event import Event, Records
 from ._report import count_drop, report_once
 from ._state import BATCH_SIZE
 from .exporters import Exporter, call_exporter
@@ -158,12 +158,13 @@ class BatchProcessor:
         pid = os.getpid()
         count = 0
         while len(queue) > leave:
-            batch: list[FinishedEvent] = []
-            while queue and len(batch) < BATCH_SIZE:
-                batch.append(FinishedEvent(queue.popleft(), pid, platform, common_tags))
+            events: list[Event] = []
+            while queue and len(events) < BATCH_SIZE:
+                events.append(queue.popleft())
+            batch = Records(events, pid, platform, common_tags)
             for exporter in resources.exporters:
                 call_exporter(exporter, "export", batch)
-            count += len(batch)
+            count += len(events)
         return count
 
     def flush(self, timeout: float | None = None) -> bool:

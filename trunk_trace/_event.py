@@ -13,7 +13,7 @@ import math
 import sys
 from threading import get_ident
 import time
-from typing import Any, Union
+from typing import Any, Iterator, Sequence, Union
 
 from ._context import format_id
 
@@ -441,6 +441,42 @@ class FinishedEvent:
 
     def __repr__(self) -> str:
         return f"<FinishedEvent {self.key!r} {self.conclusion} pid={self.pid}>"
+
+
+class Records(Sequence["FinishedEvent"]):
+    """One batch of finished events as exporters receive it: a read-only sequence of
+    :class:`FinishedEvent`, made on first access.
+
+    ``events`` holds the live events themselves: an output that folds every
+    event (the summary) reads those, and the batch never makes a record for
+    it (that alone is about 0.25 us per event).
+    """
+
+    __slots__ = ("events", "_records", "_pid", "_platform", "_common_tags")
+
+    def __init__(self, events: list[Event], pid: int, platform: str, common_tags: Any = ()) -> None:
+        self.events = events
+        self._records: list[FinishedEvent] | None = None
+        self._pid, self._platform, self._common_tags = pid, platform, common_tags
+
+    def records(self) -> list[FinishedEvent]:
+        records = self._records
+        if records is None:
+            pid, platform, common_tags = self._pid, self._platform, self._common_tags
+            records = self._records = [FinishedEvent(ev, pid, platform, common_tags) for ev in self.events]
+        return records
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.records()[index]
+
+    def __iter__(self) -> Iterator[FinishedEvent]:
+        return iter(self.records())
+
+    def __repr__(self) -> str:
+        return f"<Records of {len(self.events)} events>"
 
 
 def wire_event(ev: Event, platform: str, common_tags: Any = ()) -> dict:

@@ -4,8 +4,9 @@ An exporter is any object with these three methods (all called from the
 processor, never from the hot path; none may block past the time it is given):
 
 ``export(records)``
-    Take a batch of :class:`~trunk_trace.FinishedEvent` records. Must not block
-    on the network: queue the work and return.
+    Take a batch of :class:`~trunk_trace.FinishedEvent` records (a read-only
+    sequence; the processor's batches make each record on first access). Must
+    not block on the network: queue the work and return.
 ``force_flush(timeout)``
     Deliver what was exported so far, within *timeout* seconds (``None``: no
     limit). Returns ``True`` when everything went out.

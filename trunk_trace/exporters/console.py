@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import IO, Iterable, Sequence
 
-from .._event import DURATION_METRIC, Conclusion, FinishedEvent, monotonic_ns_at
+from .._event import DURATION_METRIC, Conclusion, Event, FinishedEvent, Records, monotonic_ns_at
 
 # Worst first: a line that folds several events shows the worst conclusion.
 _SEVERITY = {"FAILURE": 4, "TIMED_OUT": 3, "CANCELLED": 2, "SUCCESS": 1, "SKIPPED": 0}
@@ -65,16 +65,17 @@ class Summary:
         self.parent_keys: set[str] = set()  # keys some node names as parent
         self.events = 0
 
-    def add(self, records: Sequence[FinishedEvent]) -> None:
-        """Fold finished events in.
+    def add(self, events: Iterable[Event]) -> None:
+        """Fold finished (live) events in.
 
-        This runs once per event of the build, so it reads the live event's
-        fields directly rather than through properties, and a step already
-        seen costs one dict lookup and a few integer updates.
+        This runs once per event of the build, so it reads the event's fields
+        directly rather than through properties, and a step already seen costs
+        one dict lookup and a few integer updates.
         """
         nodes = self.nodes
-        for record in records:
-            ev = record.live
+        count = 0
+        for ev in events:
+            count += 1
             path = ev._path
             if path is None:
                 path = ev.path
@@ -95,7 +96,7 @@ class Summary:
             conclusion = ev._conclusion or ev._outcome
             if conclusion is not None and conclusion is not Conclusion.SUCCESS:
                 node.conclude(conclusion.value)
-        self.events += len(records)
+        self.events += count
 
     def add_wire(self, event: dict) -> None:
         """Fold one wire event in (from a JSON Lines file)."""
@@ -220,8 +221,10 @@ class ConsoleSummary:
         self._done = False
 
     def export(self, records: Sequence[FinishedEvent]) -> None:
+        # The processor's batches carry the live events: fold those, make no records.
+        events = records.events if isinstance(records, Records) else [record.live for record in records]
         with self._lock:
-            self._summary.add(records)
+            self._summary.add(events)
 
     def force_flush(self, timeout: float | None = None) -> bool:
         return True
