@@ -15,7 +15,7 @@ import trunk_trace
 from trunk_trace import track
 from trunk_trace.exporters.console import ConsoleSummary, Summary
 from trunk_trace.exporters.jsonl import JsonLinesExporter, load_events
-from trunk_trace.testing import capture
+from trunk_trace.testing import InMemoryExporter, capture
 
 
 def run_script(code: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -70,6 +70,65 @@ def test_summary_colour_only_when_asked():
     summary.add_wire(make_event("a", "a", 0, 10, "FAILURE"))
     assert "\x1b[31m" in summary.render(colour=True)
     assert "\x1b[" not in summary.render(colour=False)
+
+
+def test_summary_of_live_events_matches_the_one_of_their_wire_form():
+    # The exporter folds the live events directly; `trunk-trace show` folds wire dicts.
+    # Both must build the same tree.
+    live = ConsoleSummary(stream=io.StringIO())
+    recorded = InMemoryExporter()
+    trunk_trace.configure(exporters=[live, recorded], summary=False)
+    with track("build"):
+        for attempt in range(3):
+            try:
+                with track("test", tags={"attempt": attempt}) as ev:
+                    if attempt == 1:
+                        raise ValueError("flaky")
+                    if attempt == 2:
+                        ev.conclusion = trunk_trace.Conclusion.SKIPPED
+            except ValueError:
+                pass
+        with track("package"):
+            pass
+    trunk_trace.flush()
+    from_wire = Summary()
+    for event in recorded.events:
+        from_wire.add_wire(event)
+
+    def shape(summary):
+        return {key: (n.name, n.parent_key, n.count, n.conclusion, n.failures) for key, n in summary.nodes.items()}
+
+    assert shape(live._summary) == shape(from_wire) == {
+        "build": ("build", None, 1, "SUCCESS", 0),
+        "build/test": ("test", "build", 3, "FAILURE", 1),
+        "build/package": ("package", "build", 1, "SUCCESS", 0),
+    }
+    assert live._summary.events == from_wire.events == 5
+
+
+def test_exporters_of_one_batch_share_its_records():
+    seen = []
+
+    class Keeper:
+        def export(self, records):
+            seen.append((len(records), list(records), records[0]))
+
+        def force_flush(self, timeout=None):
+            return True
+
+        def shutdown(self, timeout=None):
+            pass
+
+    trunk_trace.configure(exporters=[Keeper(), Keeper()], summary=False)
+    for _ in range(3):
+        with track("step"):
+            pass
+    trunk_trace.flush()
+    (count_a, records_a, first_a), (count_b, records_b, first_b) = seen
+    assert count_a == count_b == len(records_a) == 3
+    assert all(a is b for a, b in zip(records_a, records_b))  # made once, then shared
+    assert first_a is records_a[0] and first_b is records_b[0]
+    assert [r.name for r in records_a] == ["step"] * 3
 
 
 def test_console_exporter_prints_at_shutdown_only():
