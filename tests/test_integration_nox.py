@@ -120,6 +120,39 @@ def test_sessions_in_parallel(tmp_path: Path) -> None:
     assert (tmp_path / "lint-context.txt").read_text() == lint_command["id"]
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGINT to a process group")
+def test_ctrl_c_cancels_the_command_the_session_and_the_run(tmp_path: Path) -> None:
+    # The command sends SIGINT to its whole process group, as Ctrl-C in a terminal does.
+    noxfile = textwrap.dedent('''
+    import nox
+    import trunk_trace.integrations.nox
+
+    @nox.session(python=False)
+    def interrupted(session):
+        session.run("python", "-c", "import os, signal, time; os.killpg(0, signal.SIGINT); time.sleep(30)")
+
+    @nox.session(python=False)
+    def never(session):
+        session.run("python", "-c", "print('never')")
+    ''')
+    runs = []
+    for traced in (False, True):
+        (tmp_path / "noxfile.py").write_text(noxfile + ("trunk_trace.integrations.nox.instrument()\n" if traced else ""))
+        events_file = tmp_path / "events.jsonl"
+        events_file.unlink(missing_ok=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "nox", "--no-color", "-s", "interrupted", "never"], cwd=tmp_path,
+            env=traced_env(events_file), capture_output=True, text=True, timeout=120, start_new_session=True,
+        )
+        runs.append(result)
+    untraced, result = runs
+    assert result.returncode == untraced.returncode == 130, result.stderr
+    keyed = by_key([line["event"] for line in read_lines(str(events_file))])
+    command = next(e for k, e in keyed.items() if k.startswith("nox/interrupted/"))
+    assert (command["conclusion"], keyed["nox/interrupted"]["conclusion"], keyed["nox"]["conclusion"]) == ("CANCELLED",) * 3
+    assert not any(k.startswith("nox/never") for k in keyed)  # nox stopped there, and so did the trace
+
+
 def test_install_only_skips_the_runs(tmp_path: Path) -> None:
     result, events = nox(tmp_path, "-s", "setup", "--install-only")
     assert result.returncode == 0, result.stderr
