@@ -529,7 +529,7 @@ _WIRE_ENCODER: Any = None
 _encode_str: Any = None  # json.encoder.encode_basestring: what the encoder uses for str (ensure_ascii=False)
 _encode_any: Any = None  # the encoder's encode(), for every value not of an exact common type
 _common_cache: Any = (None, None, None, ())  # (platform, common_tags, platform JSON, tag fragments)
-_parent_cache: Any = (None, "")  # (parent, its "parent" fragment)
+_parent_cache: Any = (None, "", "")  # (parent, its "parent" fragment, its chain id's JSON)
 
 
 def wire_encoder() -> Any:
@@ -573,13 +573,28 @@ def _common(platform: Any, common_tags: Any) -> tuple[str, tuple[tuple[Any, str]
     return result
 
 
+_CONCLUSION_JSON = {conclusion: f'"{conclusion.value}"' for conclusion in Conclusion}
+_EPOCH_OFFSET_NS = _WALL_ANCHOR_NS - _MONOTONIC_ANCHOR_NS  # epoch ns = perf_counter_ns + this
+
+
+def _pair_json(key: Any, value: Any) -> str:
+    """One ``{"k":...,"v":...}`` item; str keys with str or int values are written without calls."""
+    cls = value.__class__
+    if key.__class__ is str and (cls is str or cls is int):
+        return f'{{"k":{_encode_str(key)},"v":{_encode_str(value) if cls is str else int.__repr__(value)}}}'
+    return f'{{"k":{_json_value(key)},"v":{_json_value(value)}}}'
+
+
 def encode_wire(ev: Event, platform: str, common_tags: Any = ()) -> str:
-    """``wire_event(ev, platform, common_tags)`` as compact JSON, without building the dict."""
+    """``wire_event(ev, platform, common_tags)`` as compact JSON, without building the dict.
+
+    This runs once per event sent or written, so the fields whose type is known
+    are written inline (a Python call costs as much as encoding a short string).
+    """
     global _parent_cache
     if _encode_str is None:
         wire_encoder()
-    value = _json_value
-    string = _encode_str  # for fields that are always str (ids, keys, kinds, conclusions)
+    string = _encode_str  # for fields that are always str (ids, keys, kinds, names)
     spec = ev._spec
     start, end = ev._start, ev._end
     own, error = ev._tags, ev._error
@@ -595,49 +610,56 @@ def encode_wire(ev: Event, platform: str, common_tags: Any = ()) -> str:
         tags = own or {}  # only read below
     platform_json, common = _common(platform, common_tags)
     # Plain loops, not comprehensions: most of these are empty or hold one item, and
-    # a comprehension's own frame costs more than that (this runs once per event).
+    # a comprehension's own frame costs more than that.
     parts = []
     for k, v in tags.items():
-        parts.append(f'{{"k":{value(k)},"v":{value(v)}}}')
+        parts.append(_pair_json(k, v))
     for key, fragment in common:
         if key not in tags:
             parts.append(fragment)
     tags_json = ",".join(parts)
-    metrics_json = f'{{"k":"{DURATION_METRIC}","v":{value((end - start) / 1e6)}}}'
+    metrics_json = f'{{"k":"{DURATION_METRIC}","v":{(end - start) / 1e6!r}}}'  # a finite float: repr is its JSON
     own_metrics = ev._metrics
     if spec.metrics or own_metrics:
         parts = [metrics_json]
         if spec.metrics:
             for k, v in spec.metrics.items():
                 if not (own_metrics and k in own_metrics):
-                    parts.append(f'{{"k":{value(k)},"v":{value(v)}}}')
+                    parts.append(f'{{"k":{_json_value(k)},"v":{_json_value(v)}}}')
         if own_metrics:
             for k, v in own_metrics.items():
-                parts.append(f'{{"k":{value(k)},"v":{value(v)}}}')
+                parts.append(f'{{"k":{_json_value(k)},"v":{_json_value(v)}}}')
         metrics_json = ",".join(parts)
     sequence_tags = ""
     if spec.sequence_tags:
-        sequence_tags = ",".join([f'{{"k":{value(k)},"v":{value(v)}}}' for k, v in spec.sequence_tags])
+        sequence_tags = ",".join([_pair_json(k, v) for k, v in spec.sequence_tags])
     parent = ev.parent
     if parent is None:
         parent_json = ""
+        chain_json = string(ev.id)
+        kind = spec.kind or "pipeline"
     else:
         # Siblings share their parent (every test under the session, every step under the
-        # build): its fragment is kept for the last parent seen, held by identity.
+        # build), and with it their chain: both fragments are kept for the last parent seen,
+        # held by identity.
         cached = _parent_cache
         if cached[0] is parent:
-            parent_json = cached[1]
+            parent_json, chain_json = cached[1], cached[2]
         else:
-            parent_json = f',"parent":{{"eventId":{value(parent.id)},"sequenceKey":{value(parent.key)}}}'
-            _parent_cache = (parent, parent_json)
+            parent_json = f',"parent":{{"eventId":{string(parent.id)},"sequenceKey":{string(parent.key)}}}'
+            chain_json = string(parent.chain_id)
+            _parent_cache = (parent, parent_json, chain_json)
+        kind = spec.kind or "step"
+    path = ev._path or ev.path
     conclusion = ev._conclusion or ev._outcome or Conclusion.SUCCESS  # ev.conclusion of a finished event
     return (
-        f'{{"id":{string(ev.id)},"chainId":{value(ev.chain_id)}{parent_json}'
-        f',"createdAt":{value(epoch_ms(start))},"finishedAt":{value(epoch_ms(end))}'
-        f',"conclusion":{string(conclusion.value)}'
+        f'{{"id":{string(ev.id)},"chainId":{chain_json}{parent_json}'
+        f',"createdAt":{(start + _EPOCH_OFFSET_NS) // 1_000_000},"finishedAt":{(end + _EPOCH_OFFSET_NS) // 1_000_000}'
+        f',"conclusion":{_CONCLUSION_JSON[conclusion]}'
         f',"payload":{{"metrics":[{metrics_json}],"tags":[{tags_json}]}}'
-        f',"sequence":{{"platform":{platform_json},"kind":{string(ev.kind)},"key":{string(ev.key)}'
-        f',"name":{value(spec.name)},"payload":{{"tags":[{sequence_tags}]}}}}}}'
+        f',"sequence":{{"platform":{platform_json},"kind":{string(kind)}'
+        f',"key":{string(path if len(path) <= MAX_KEY_LENGTH else shorten_key(path))}'
+        f',"name":{string(spec.name)},"payload":{{"tags":[{sequence_tags}]}}}}}}'
     )
 
 
