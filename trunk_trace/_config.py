@@ -394,15 +394,19 @@ def _detect_context(config: Config) -> tuple[str, tuple[tuple[str, Any], ...], O
 def build_resources(config: Config | None = None) -> Any:
     """Everything a processor needs, resolved once (in the exporter thread)."""
     from ._batch import Resources
-    from .exporters.console import ConsoleSummary
-    from .exporters.jsonl import JsonLinesExporter
 
     config = config or get_config()
     platform, common_tags, repo = event_context(config)
     exporters: list[Any] = []
+    # Each exporter's module is imported only when it is configured: this runs once per
+    # process, in the exporter thread, and every import there competes for the GIL.
     if config.summary_enabled:
+        from .exporters.console import ConsoleSummary
+
         exporters.append(ConsoleSummary(sent=bool(config.token)))
     if config.file:
+        from .exporters.jsonl import JsonLinesExporter
+
         exporters.append(JsonLinesExporter(config.file, repo))
     if config.token:
         from ._ci import Repo, warn_if_unsupported_host
