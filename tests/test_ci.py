@@ -1055,6 +1055,33 @@ def test_git_cli_and_reader_agree(monkeypatch, tmp_path, scenario):
         assert not _leaks(ctx, "SECRET")
 
 
+def _git_processes_started(cwd: Path) -> tuple[int, str]:
+    """(processes started, sha found) by detect() at *cwd*, seen by an audit hook in a fresh interpreter."""
+    code = (
+        "import sys\n"
+        "started = []\n"
+        "sys.addaudithook(lambda event, args: started.append(args) if event == 'subprocess.Popen' else None)\n"
+        "from trunk_trace._ci import detect\n"
+        "context = detect({}, cwd=sys.argv[1])\n"
+        "print(len(started), context.sha)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    out = subprocess.run([sys.executable, "-c", code, str(cwd)], env=env, capture_output=True, text=True, check=True)
+    count, sha = out.stdout.split()
+    return int(count), sha
+
+
+@needs_git
+@pytest.mark.usefixtures("clean_git_env")
+def test_git_runs_only_in_a_checkout(tmp_path):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert _git_processes_started(plain) == (0, "None")  # nothing to ask git about: no fork, no exec
+    repo = make_repo(tmp_path / "repo")
+    started, sha = _git_processes_started(repo)
+    assert started > 0 and sha == git(repo, "rev-parse", "HEAD")
+
+
 @needs_git
 @pytest.mark.usefixtures("clean_git_env")
 def test_git_cli_is_preferred_for_insteadof(monkeypatch, tmp_path):
@@ -1165,7 +1192,9 @@ def test_import_is_lazy(tmp_path):
     )
     root = Path(__file__).resolve().parents[1]
     env = {"PATH": str(bin_dir), "PYTHONPATH": str(root)}
-    done = subprocess.run([sys.executable, "-c", code, str(marker), str(tmp_path)], env=env,
+    checkout = tmp_path / "checkout"
+    (checkout / ".git").mkdir(parents=True)  # outside a checkout, detect asks no git at all
+    done = subprocess.run([sys.executable, "-c", code, str(marker), str(checkout)], env=env,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert marker.exists()

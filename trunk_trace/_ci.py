@@ -634,6 +634,8 @@ def _git_lookup(cwd: str | None) -> tuple[str | None, str | None, str | None]:
     """(remote URL, HEAD sha, branch) of the checkout at ``cwd``; the URL may hold credentials."""
     try:
         cwd = cwd or os.getcwd()
+        if "GIT_DIR" not in os.environ and _find_git_dirs(cwd) is None:
+            return None, None, None  # not a checkout: git would only say so, after a fork and exec
         found = _git_cli(cwd)
         return found if found is not None else _git_read(cwd)
     except Exception:

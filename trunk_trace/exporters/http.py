@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import threading
 import time
 import urllib.parse
@@ -98,8 +99,6 @@ class HttpClient:
         gzip: bool = False,
         timeout: float = READ_TIMEOUT,
     ) -> None:
-        import platform
-
         import urllib3
 
         self._urllib3 = urllib3
@@ -112,7 +111,7 @@ class HttpClient:
         self._timeout = timeout
         self._headers = {
             "Content-Type": "application/json",
-            "User-Agent": f"trunk-trace/{__version__} python/{platform.python_version()} urllib3/{urllib3.__version__}",
+            "User-Agent": f"trunk-trace/{__version__} python/{'.'.join(map(str, sys.version_info[:3]))} urllib3/{urllib3.__version__}",
             **headers,
         }
         if gzip:
