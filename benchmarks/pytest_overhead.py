@@ -95,7 +95,9 @@ def main() -> int:
         TRUNK_TRACE_SUMMARY="0",
     )
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as spool:
+        # A spool of its own: events other runs left in the default spool would be replayed here.
+        env["TRUNK_TRACE_SPOOL_DIR"] = spool
         directory = Path(tmp)
         write_suite(directory, options.tests)
         (directory / "pytest.ini").write_text("[pytest]\n")  # keep the benchmark's own config out
