@@ -58,7 +58,6 @@ def make_block(draw: st.DrawFn) -> Block:
     block.key = draw(st.one_of(st.none(), names, st.text(min_size=128, max_size=300)))
     block.tags = dict(draw(pairs)) or None
     block.metrics = draw(metrics) or None
-    block.sequence_tags = tuple(draw(pairs))
     return block
 
 

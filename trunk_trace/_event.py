@@ -510,7 +510,7 @@ def wire_event(ev: Event, platform: str, common_tags: Any = ()) -> dict:
         "kind": ev.kind,
         "key": key,
         "name": spec.name,
-        "payload": {"tags": [{"k": k, "v": v} for k, v in spec.sequence_tags]},
+        "payload": {"tags": []},  # what would describe the step across runs: nothing yet
     }
     return record
 
@@ -630,9 +630,6 @@ def encode_wire(ev: Event, platform: str, common_tags: Any = ()) -> str:
             for k, v in own_metrics.items():
                 parts.append(f'{{"k":{_json_value(k)},"v":{_json_value(v)}}}')
         metrics_json = ",".join(parts)
-    sequence_tags = ""
-    if spec.sequence_tags:
-        sequence_tags = ",".join([_pair_json(k, v) for k, v in spec.sequence_tags])
     parent = ev.parent
     if parent is None:
         parent_json = ""
@@ -659,7 +656,7 @@ def encode_wire(ev: Event, platform: str, common_tags: Any = ()) -> str:
         f',"payload":{{"metrics":[{metrics_json}],"tags":[{tags_json}]}}'
         f',"sequence":{{"platform":{platform_json},"kind":{string(kind)}'
         f',"key":{string(path if len(path) <= MAX_KEY_LENGTH else shorten_key(path))}'
-        f',"name":{string(spec.name)},"payload":{{"tags":[{sequence_tags}]}}}}}}'
+        f',"name":{string(spec.name)},"payload":{{"tags":[]}}}}}}'
     )
 
 

@@ -70,13 +70,12 @@ class Block:
     """A step to time, made by :func:`track` (its only constructor). Use it with ``with``,
     ``async with`` or as a decorator."""
 
-    __slots__ = ("name", "kind", "key", "tags", "metrics", "sequence_tags")
+    __slots__ = ("name", "kind", "key", "tags", "metrics")
     name: str | None  # None only on a bare decorator's Block, until it names a function
     kind: str | None
     key: str | None
     tags: dict[str, TagValue] | None
     metrics: dict[str, float] | None
-    sequence_tags: tuple[tuple[str, TagValue], ...]  # the wire's sequence.payload.tags
 
     def __repr__(self) -> str:
         return f"track({self.name!r}, kind={self.kind!r}, key={self.key!r})"
@@ -215,7 +214,6 @@ def track(
         block.name = None
     elif callable(name) or isinstance(name, (classmethod, staticmethod)):
         block.name = block.kind = block.key = block.tags = block.metrics = None
-        block.sequence_tags = ()
         return block(name)  # bare @track
     else:
         block.name = check_name(name, "track() argument 'name'")
@@ -236,7 +234,6 @@ def track(
             plain_tags = check_mapping(tags, "track() argument 'tags'", check_tag)
     block.tags = plain_tags
     block.metrics = check_mapping(metrics, "track() argument 'metrics'", check_metric) if metrics else None
-    block.sequence_tags = ()
     return block
 
 
