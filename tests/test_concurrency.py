@@ -142,3 +142,29 @@ def test_random_trees_nest(tree, fail_at):
     for event in events:
         if "parent" in event:
             assert order[event["id"]] < order[event["parent"]["eventId"]]
+
+
+def test_a_thread_outpacing_the_exporter_drains_for_it():
+    # The exporter thread is stopped, as when it cannot get the GIL: the thread finishing
+    # events drains half of the queue itself once MAX_QUEUED_EVENTS are waiting, so memory
+    # stays bounded, and nothing is lost.
+    from trunk_trace import _batch, _state
+    from trunk_trace.testing import InMemoryExporter
+
+    exporter = InMemoryExporter()
+    trunk_trace.configure(exporters=[exporter], summary=False)
+    with track("warm-up"):
+        pass
+    processor = _state.current_processor()
+    processor._closed = True
+    processor._wake.set()
+    processor._thread.join(5)
+    assert not processor._thread.is_alive()
+    count = _batch.MAX_QUEUED_EVENTS + 3 * _state.BATCH_SIZE
+    for _ in range(count):
+        with track("step"):
+            pass
+    assert len(processor._queue) < _batch.MAX_QUEUED_EVENTS  # relieved, never past the bound
+    assert len(exporter.records) >= _batch.MAX_QUEUED_EVENTS // 2
+    processor.drain()
+    assert len(exporter.records) == count + 1
