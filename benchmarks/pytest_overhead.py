@@ -4,6 +4,7 @@
     python benchmarks/pytest_overhead.py              # 2,000 tests, 11 rounds, about a minute
     python benchmarks/pytest_overhead.py --rounds 3 --tests 500
     python benchmarks/pytest_overhead.py --check      # exit 1 when over the budget
+    python benchmarks/pytest_overhead.py --split      # also: the fixed cost and the cost per test
 
 Generates a suite of trivial tests in a temporary directory and runs it with
 ``python -m pytest`` as a subprocess, plugin off and on (``--trunk-trace``),
@@ -82,7 +83,12 @@ def main() -> int:
     parser.add_argument("--tests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--check", action="store_true", help=f"exit 1 when over {BUDGET_US_PER_TEST:g} us per test")
+    parser.add_argument(
+        "--split", action="store_true",
+        help="also run a suite a tenth the size, and split the cost into a fixed part and a part per test",
+    )
     options = parser.parse_args()
+    sizes = [options.tests] + ([max(1, options.tests // 10)] if options.split else [])
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Api)
     server.daemon_threads = True
@@ -99,30 +105,36 @@ def main() -> int:
         TRUNK_TRACE_SUMMARY="0",
     )
 
+    # runs[(tests, plugin)]: (wall, CPU) of each round
+    runs: dict[tuple[int, bool], list[tuple[float, float]]] = {(n, p): [] for n in sizes for p in (False, True)}
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as spool:
         # A spool of its own: events other runs left in the default spool would be replayed here.
         env["TRUNK_TRACE_SPOOL_DIR"] = spool
-        directory = Path(tmp)
-        write_suite(directory, options.tests)
-        (directory / "pytest.ini").write_text("[pytest]\n")  # keep the benchmark's own config out
-        run_suite(directory, env, plugin=False)  # warm the file system and bytecode caches
-        run_suite(directory, env, plugin=True)
-        runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+        directories = {}
+        for n in sizes:
+            directories[n] = Path(tmp) / str(n)
+            directories[n].mkdir()
+            write_suite(directories[n], n)
+            (directories[n] / "pytest.ini").write_text("[pytest]\n")  # keep the benchmark's own config out
+            run_suite(directories[n], env, plugin=False)  # warm the file system and bytecode caches
+            run_suite(directories[n], env, plugin=True)
         _Api.events = 0
         for _ in range(options.rounds):
-            for plugin in (False, True):
-                runs[plugin].append(run_suite(directory, env, plugin))
+            for n in sizes:
+                for plugin in (False, True):
+                    runs[(n, plugin)].append(run_suite(directories[n], env, plugin))
     server.shutdown()
 
-    expected = options.rounds * (options.tests + 1)
-    print(f"pytest, {options.tests} trivial tests, {options.rounds} rounds; medians (min in brackets)")
+    tests = options.tests
+    expected = options.rounds * sum(n + 1 for n in sizes)
+    print(f"pytest, {tests} trivial tests, {options.rounds} rounds; medians (min in brackets)")
     print(f"  events delivered to the loopback API: {_Api.events} of {expected}")
     added_wall = 0.0
     for index, measure in ((0, "wall"), (1, "CPU ")):
-        off = [run[index] for run in runs[False]]
-        on = [run[index] for run in runs[True]]
+        off = [run[index] for run in runs[(tests, False)]]
+        on = [run[index] for run in runs[(tests, True)]]
         off_s, on_s = statistics.median(off), statistics.median(on)
-        per_test_us = (on_s - off_s) / options.tests * 1e6
+        per_test_us = (on_s - off_s) / tests * 1e6
         added_wall = per_test_us if index == 0 else added_wall
         print(
             f"  {measure}: off {off_s * 1e3:7.1f} ms [{min(off) * 1e3:.1f}]  on {on_s * 1e3:7.1f} ms [{min(on) * 1e3:.1f}]"
@@ -130,9 +142,17 @@ def main() -> int:
         )
     # Other load on the machine shifts whole rounds: the difference within each round (plugin on
     # minus the off run just before it) is steadier than the difference of the medians.
-    paired = sorted((on[0] - off[0]) / options.tests * 1e6 for off, on in zip(runs[False], runs[True]))
-    print(f"  wall, paired by round: median added {statistics.median(paired):5.1f} us/test"
-          f"  (rounds: {' '.join(f'{d:.0f}' for d in paired)})")
+    paired = {n: sorted(on[0] - off[0] for off, on in zip(runs[(n, False)], runs[(n, True)])) for n in sizes}
+    print(f"  wall, paired by round: median added {statistics.median(paired[tests]) / tests * 1e6:5.1f} us/test"
+          f"  (rounds: {' '.join(f'{d / tests * 1e6:.0f}' for d in paired[tests])})")
+    if options.split:
+        # Added wall time = fixed + per_test * tests, through the two suites' paired medians.
+        small = sizes[1]
+        big_s, small_s = statistics.median(paired[tests]), statistics.median(paired[small])
+        per_test = (big_s - small_s) / (tests - small)
+        fixed = small_s - per_test * small
+        print(f"  split (wall, {small} and {tests} tests): about {fixed * 1e3:.0f} ms once per run"
+              f" + {per_test * 1e6:.1f} us per test")
     if options.check and (added_wall > BUDGET_US_PER_TEST or _Api.events != expected):
         return 1
     return 0
