@@ -54,16 +54,17 @@ class Terminated(SystemExit):
 # nest and finishedAt >= createdAt even when the wall clock steps back.
 _WALL_ANCHOR_NS = time.time_ns()
 _MONOTONIC_ANCHOR_NS = time.perf_counter_ns()
+_EPOCH_OFFSET_NS = _WALL_ANCHOR_NS - _MONOTONIC_ANCHOR_NS  # epoch ns = perf_counter_ns + this
 
 
 def epoch_ms(monotonic_ns: int) -> int:
     """Epoch milliseconds of a ``time.perf_counter_ns()`` reading of this process."""
-    return (_WALL_ANCHOR_NS + monotonic_ns - _MONOTONIC_ANCHOR_NS) // 1_000_000
+    return (monotonic_ns + _EPOCH_OFFSET_NS) // 1_000_000
 
 
 def monotonic_ns_at(epoch_ns: int) -> int:
     """The ``time.perf_counter_ns()`` reading of this process that matches an epoch time."""
-    return epoch_ns - _WALL_ANCHOR_NS + _MONOTONIC_ANCHOR_NS
+    return epoch_ns - _EPOCH_OFFSET_NS
 
 
 # --- validation: called where the user passes a value, so errors point at the call ---
@@ -412,11 +413,11 @@ class FinishedEvent:
     # Nanosecond epoch times for outputs finer than the wire's milliseconds (OTLP, trace files).
     @property
     def start_ns(self) -> int:
-        return _WALL_ANCHOR_NS + self.live._start - _MONOTONIC_ANCHOR_NS
+        return self.live._start + _EPOCH_OFFSET_NS
 
     @property
     def end_ns(self) -> int:
-        return _WALL_ANCHOR_NS + self.live._end - _MONOTONIC_ANCHOR_NS
+        return self.live._end + _EPOCH_OFFSET_NS
 
     @property
     def parent_thread(self) -> int | None:
@@ -574,7 +575,6 @@ def _common(platform: Any, common_tags: Any) -> tuple[str, tuple[tuple[Any, str]
 
 
 _CONCLUSION_JSON = {conclusion: f'"{conclusion.value}"' for conclusion in Conclusion}
-_EPOCH_OFFSET_NS = _WALL_ANCHOR_NS - _MONOTONIC_ANCHOR_NS  # epoch ns = perf_counter_ns + this
 
 
 def _pair_json(key: Any, value: Any) -> str:
@@ -634,7 +634,6 @@ def encode_wire(ev: Event, platform: str, common_tags: Any = ()) -> str:
     if parent is None:
         parent_json = ""
         chain_json = string(ev.id)
-        kind = spec.kind or "pipeline"
     else:
         # Siblings share their parent (every test under the session, every step under the
         # build), and with it their chain: both fragments are kept for the last parent seen,
@@ -646,16 +645,13 @@ def encode_wire(ev: Event, platform: str, common_tags: Any = ()) -> str:
             parent_json = f',"parent":{{"eventId":{string(parent.id)},"sequenceKey":{string(parent.key)}}}'
             chain_json = string(parent.chain_id)
             _parent_cache = (parent, parent_json, chain_json)
-        kind = spec.kind or "step"
-    path = ev._path or ev.path
     conclusion = ev._conclusion or ev._outcome or Conclusion.SUCCESS  # ev.conclusion of a finished event
     return (
         f'{{"id":{string(ev.id)},"chainId":{chain_json}{parent_json}'
         f',"createdAt":{(start + _EPOCH_OFFSET_NS) // 1_000_000},"finishedAt":{(end + _EPOCH_OFFSET_NS) // 1_000_000}'
         f',"conclusion":{_CONCLUSION_JSON[conclusion]}'
         f',"payload":{{"metrics":[{metrics_json}],"tags":[{tags_json}]}}'
-        f',"sequence":{{"platform":{platform_json},"kind":{string(kind)}'
-        f',"key":{string(path if len(path) <= MAX_KEY_LENGTH else shorten_key(path))}'
+        f',"sequence":{{"platform":{platform_json},"kind":{string(ev.kind)},"key":{string(ev.key)}'
         f',"name":{string(spec.name)},"payload":{{"tags":[]}}}}}}'
     )
 
