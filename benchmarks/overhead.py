@@ -125,6 +125,43 @@ def paused(run):
     return paused_run
 
 
+class NoOpExporter:
+    """Takes every batch and does nothing with it: the processor's own cost, as OpenTelemetry's case has."""
+
+    def export(self, records):
+        pass
+
+    def force_flush(self, timeout=None):
+        return True
+
+    def shutdown(self, timeout=None):
+        pass
+
+
+DEFAULT_OUTPUTS = dict(summary=True, token=None, file=None, exporters=())
+NO_OP_OUTPUTS = dict(summary=False, token=None, file=None, exporters=(NoOpExporter(),))
+
+
+def reconfigure(settings):
+    """Switch outputs; reset() first drops the previous ones unprinted (no summary at each switch)."""
+    trunk_trace.reset()
+    trunk_trace.configure(**settings)
+
+
+def with_outputs(run, settings):
+    """*run* timed with the processor live and feeding *settings*' exporters (configured outside the timing)."""
+
+    def configured_run(n):
+        reconfigure(settings)
+        try:
+            return timed(run, n)
+        finally:
+            reconfigure(DEFAULT_OUTPUTS)
+
+    configured_run.timed_inside = True
+    return configured_run
+
+
 def timed(run, n):
     gc.collect()
     gc.disable()
@@ -251,16 +288,18 @@ def main(argv=None):
 
     # The default outputs: the summary exporter folds every record into its tree.
     # No token (nothing sent), no file. reset() at the end drops it unprinted.
-    trunk_trace.configure(summary=True, token=None, file=None)
+    reconfigure(DEFAULT_OUTPUTS)
 
     floor_deco = floor_decorator(work)
     track_deco = track(work)
     cases = {
         "floor.with": nest_with(FloorBlock),
         "track.with": nest_with(track),
+        "track.with.noop": with_outputs(nest_with(track), NO_OP_OUTPUTS),
         "track.with.hot": paused(nest_with(track)),
         "floor.deco": call_loop(floor_deco),
         "track.deco": call_loop(track_deco),
+        "track.deco.noop": with_outputs(call_loop(track_deco), NO_OP_OUTPUTS),
         "track.deco.hot": paused(call_loop(track_deco)),
     }
     provider, otel = otel_cases()
@@ -295,10 +334,12 @@ def main(argv=None):
     results = []
     ratio_row("floor: class CM + ContextVar + list.append", "floor.with", "floor.with", "us/nest")
     results.append(ratio_row("track: with, default outputs live", "track.with", "floor.with", "us/nest", TRACK_RATIO))
+    ratio_row("track: with, no-op exporter live", "track.with.noop", "floor.with", "us/nest")
     ratio_row("track: with, exporter paused (hot path)", "track.with.hot", "floor.with", "us/nest")
     ratio_row("otel: start_as_current_span, batch+no-op", "otel.with", "floor.with", "us/nest")
     ratio_row("floor: closure decorator", "floor.deco", "floor.deco", "us/call")
     results.append(ratio_row("track: @track call, default outputs live", "track.deco", "floor.deco", "us/call", DECORATOR_RATIO))
+    ratio_row("track: @track call, no-op exporter live", "track.deco.noop", "floor.deco", "us/call")
     ratio_row("track: @track call, exporter paused", "track.deco.hot", "floor.deco", "us/call")
     ratio_row("otel: @start_as_current_span call", "otel.deco", "floor.deco", "us/call")
 
