@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -85,6 +87,52 @@ def test_explicit_env_os_system_and_run(tmp_path):
     assert len(by_key["kid"]) == 2
     for lone in by_key["kid"]:
         assert "parent" not in lone and lone["chainId"] == lone["id"] != root["id"]
+
+
+PRINT_PARENT = "import os; print(os.environ.get('TRUNK_TRACE_PARENT_ID'), os.environ.get('MARK'))"
+
+
+def test_threads_starting_children_at_once_each_pass_their_own_block():
+    # Popen releases the GIL between its audit event and the fork: a context written
+    # to os.environ there reached other threads' children (10 of 120 here, before).
+    wrong: list[tuple[str, str]] = []
+    started = []
+
+    def jobs(worker: int) -> None:
+        for round in range(20):
+            with track(f"job-{worker}") as ev:
+                out = subprocess.run([sys.executable, "-S", "-c", PRINT_PARENT], capture_output=True, text=True, check=True)
+                started.append(ev.id)
+                if out.stdout.split()[0] != ev.id:
+                    wrong.append((ev.id, out.stdout))
+
+    with capture():
+        with track("build"):
+            threads = [threading.Thread(target=jobs, args=(worker,)) for worker in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    assert len(started) == 80
+    assert wrong == []
+
+
+def test_popen_leaves_os_environ_and_the_callers_env_unchanged():
+    environ_before = dict(os.environ)
+    given = dict(os.environ, MARK="mine")
+    given_before = dict(given)
+    with capture():
+        with track("spawn") as ev:
+            out = subprocess.run([sys.executable, "-S", "-c", PRINT_PARENT], env=given, capture_output=True, text=True, check=True)
+            # env as Popen's eleventh positional argument, as some old code passes it
+            positional = subprocess.Popen(
+                [sys.executable, "-S", "-c", PRINT_PARENT], -1, None, None, subprocess.PIPE, None, None, True, False, None, given,
+            )
+            positional_out = positional.communicate()[0].decode()
+    assert out.stdout.split() == [ev.id, "mine"]
+    assert positional_out.split() == [ev.id, "mine"]
+    assert given == given_before
+    assert dict(os.environ) == environ_before
 
 
 @pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])

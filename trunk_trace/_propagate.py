@@ -2,11 +2,19 @@
 
 A child process joins under the block that was open when it was started. The
 context travels in environment variables, written only when a child is
-actually started (an audit hook sees ``subprocess``, ``os.system``,
-``os.exec*`` and ``os.posix_spawn``), never on block enter or exit: writing
-``os.environ`` per block costs microseconds and leaks memory in glibc.
-``multiprocessing`` (spawn and forkserver start no process the audit hook
-sees) carries it on the ``Process`` object, which is pickled to the child.
+actually started, never on block enter or exit: writing ``os.environ`` per
+block costs microseconds and leaks memory in glibc.
+
+- ``subprocess.Popen`` (and all that is built on it) is handed a copy of its
+  environment with the context added; ``os.environ`` and the caller's ``env``
+  are left as they are. So threads that start children at the same time each
+  pass their own block.
+- ``os.system``, ``os.exec*``, ``os.spawn*`` and ``os.posix_spawn`` (seen by an
+  audit hook) get it in the mapping they are given, else in ``os.environ``,
+  which threads share: a child started that way while another thread starts
+  one may join under that thread's block.
+- ``multiprocessing`` (spawn and forkserver start no process the audit hook
+  sees) carries it on the ``Process`` object, which is pickled to the child.
 
 Variables (also what ``trunk-trace begin`` prints):
 
@@ -37,7 +45,8 @@ CONTEXT_VARIABLES = (ENV_CHAIN_ID, ENV_PARENT_ID, ENV_PARENT_KEY, ENV_TRACEPAREN
 
 _ID = re.compile(r"[A-Za-z0-9._:#@+/=-]{1,200}")
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
-_SPAWN_EVENTS = frozenset({"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn"})
+_SPAWN_EVENTS = frozenset({"os.system", "os.exec", "os.posix_spawn", "os.spawn"})  # subprocess: see _patch_subprocess
+_POPEN_ENV_INDEX = 10  # env's position among Popen()'s arguments (args, bufsize, executable, ..., cwd, env)
 
 
 # --- ids for W3C trace context and OTLP: one documented, deterministic mapping ---
@@ -127,6 +136,7 @@ def context_env(ev: Event | RemoteParent | None = None) -> dict[str, str]:
 _INHERITED_TRACE: tuple[str, str] | None = None
 _original_environ: dict[str, str | None] = {}
 _hook_installed = False
+_subprocess_patched = False
 _multiprocessing_patched = False
 
 
@@ -136,6 +146,7 @@ def install() -> None:
     _INHERITED_TRACE = traceparent_from_env(os.environ)
     for name in CONTEXT_VARIABLES:
         _original_environ.setdefault(name, os.environ.get(name))
+    _patch_subprocess()
     _patch_multiprocessing()
     if not _hook_installed:
         sys.addaudithook(_audit)  # cannot be removed: it checks its switch instead
@@ -166,13 +177,53 @@ def _audit(event: str, args: tuple) -> None:
     if not STATE.enabled:
         return
     try:
-        env = args[3] if event == "subprocess.Popen" else (args[2] if event in ("os.exec", "os.posix_spawn", "os.spawn") and len(args) > 2 else None)
+        # the env argument: os.exec(path, args, env), os.posix_spawn(path, argv, env, ...),
+        # os.spawn(mode, path, args, env); os.system has none
+        index = 3 if event == "os.spawn" else 2
+        env = args[index] if event != "os.system" and len(args) > index else None
         if isinstance(env, dict):
             _write(env)  # the mapping the child gets (os.environ is not read for it)
         else:
             _write(os.environ)
     except Exception:  # an audit hook that raises would stop the user's process from starting
         report_once("propagate", "could not pass the trace context to a child process", exc_info=True)
+
+
+def _patch_subprocess() -> None:
+    # Popen raises its audit event before it forks, and releases the GIL in between
+    # (os.pipe): a context written to os.environ there could reach another thread's
+    # child. A copy of the environment, passed as Popen's env, cannot.
+    global _subprocess_patched
+    if _subprocess_patched:
+        return
+    _subprocess_patched = True
+    import subprocess
+
+    original_init = subprocess.Popen.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        from ._state import STATE
+
+        if STATE.enabled:
+            try:
+                if len(args) > _POPEN_ENV_INDEX:
+                    args = (*args[:_POPEN_ENV_INDEX], _child_env(args[_POPEN_ENV_INDEX]), *args[_POPEN_ENV_INDEX + 1:])
+                else:
+                    kwargs["env"] = _child_env(kwargs.get("env"))
+            except Exception:  # the child starts anyway, outside the chain
+                report_once("propagate", "could not pass the trace context to a child process", exc_info=True)
+        original_init(self, *args, **kwargs)
+
+    __init__.__wrapped__ = original_init  # type: ignore[attr-defined]
+    __init__.__doc__ = original_init.__doc__
+    subprocess.Popen.__init__ = __init__  # type: ignore[method-assign]
+
+
+def _child_env(env: Mapping[Any, Any] | None) -> dict[Any, Any]:
+    """A child's environment: *env* (default ``os.environ``) with the context written in."""
+    child = dict(os.environ if env is None else env)
+    _write(child)
+    return child
 
 
 def _patch_multiprocessing() -> None:
