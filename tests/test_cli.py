@@ -12,6 +12,8 @@ import time
 import pytest
 from helpers import clean_env, events_in
 
+from trunk_trace._propagate import span_id, trace_id
+
 CLI = [sys.executable, "-m", "trunk_trace.cli"]
 
 
@@ -131,6 +133,21 @@ def test_begin_and_end_across_separate_processes(tmp_path):
         assert by_name[step]["chainId"] == job["id"]
         assert by_name[step]["parent"] == {"eventId": job["id"], "sequenceKey": "unit tests"}
         assert by_name[step]["sequence"]["key"] == f"unit tests/{step}"
+
+
+def test_begin_keeps_the_trace_of_an_inherited_traceparent():
+    def begin(**env: str) -> dict:
+        result = cli("begin", "--name", "job", env=clean_env(**env))
+        assert result.returncode == 0, result.stderr
+        return {k: shlex.split(v)[0] for k, v in (line[len("export "):].split("=", 1) for line in result.stdout.splitlines())}
+
+    inherited = begin(TRACEPARENT="00-" + "ab" * 16 + "-" + "cd" * 8 + "-01")
+    version, trace, span, flags = inherited["TRACEPARENT"].split("-")
+    assert trace == "ab" * 16  # the CI system's trace goes on in every later process
+    assert span == span_id(inherited["TRUNK_TRACE_PARENT_ID"]) and (version, flags) == ("00", "01")
+    assert inherited["TRUNK_TRACE_CHAIN_ID"] == inherited["TRUNK_TRACE_PARENT_ID"]  # Trunk's chain is the job's
+    own = begin()
+    assert own["TRACEPARENT"].split("-")[1] == trace_id(own["TRUNK_TRACE_CHAIN_ID"])
 
 
 def test_show_prints_the_summary_of_a_file(tmp_path):

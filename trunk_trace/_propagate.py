@@ -140,10 +140,16 @@ _subprocess_patched = False
 _multiprocessing_patched = False
 
 
+def inherit_trace(environ: Mapping[str, str]) -> None:
+    """Keep the caller's W3C trace (a ``TRACEPARENT`` in *environ*): our chain nests inside it."""
+    global _INHERITED_TRACE
+    _INHERITED_TRACE = traceparent_from_env(environ)
+
+
 def install() -> None:
     """At boot: remember what was inherited, and start carrying context to children."""
-    global _INHERITED_TRACE, _hook_installed
-    _INHERITED_TRACE = traceparent_from_env(os.environ)
+    global _hook_installed
+    inherit_trace(os.environ)
     for name in CONTEXT_VARIABLES:
         _original_environ.setdefault(name, os.environ.get(name))
     _patch_subprocess()

@@ -197,7 +197,7 @@ def cmd_begin(args: argparse.Namespace) -> int:
 
     from ._context import format_id, new_id
     from ._event import check_name, shorten_key
-    from ._propagate import context_env
+    from ._propagate import context_env, inherit_trace
 
     try:
         name = check_name(args.name or _ci_job_name() or "job", "--name")
@@ -214,6 +214,7 @@ def cmd_begin(args: argparse.Namespace) -> int:
     }
     from ._event import RemoteParent
 
+    inherit_trace(os.environ)  # a TRACEPARENT from the CI system stays the trace of every later process
     variables.update(context_env(RemoteParent(job_id, key, job_id)))
     for variable, value in variables.items():
         print(f"export {variable}={shlex.quote(value)}")
