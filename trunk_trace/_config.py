@@ -379,6 +379,7 @@ def event_context(config: Config | None = None) -> tuple[str, tuple[tuple[str, A
 
 def _detect_context(config: Config) -> tuple[str, tuple[tuple[str, Any], ...], Optional[dict]]:
     from ._ci import detect, parse_remote
+    from ._event import encodable
 
     detected = detect(os.environ)
     repo = detected.repo
@@ -387,8 +388,11 @@ def _detect_context(config: Config) -> tuple[str, tuple[tuple[str, Any], ...], O
         if repo is None:
             report_once("repo_url", "cannot read the repository from repo_url %r; expected a git remote URL or host/owner/name", config.repo_url)
             repo = detected.repo
-    platform = config.platform or detected.platform
-    return platform, tuple(detected.tags()), repo.to_wire() if repo is not None else None
+    # Every event carries these: made encodable here, once (CI variables may hold bytes that are not UTF-8).
+    platform = encodable(config.platform or detected.platform)
+    tags = tuple((encodable(key), encodable(value) if isinstance(value, str) else value) for key, value in detected.tags())
+    wire = None if repo is None else {k: encodable(v) if isinstance(v, str) else v for k, v in repo.to_wire().items()}
+    return platform, tags, wire
 
 
 def build_resources(config: Config | None = None) -> Any:

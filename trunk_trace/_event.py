@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import math
+import numbers
 import sys
 from threading import get_ident
 import time
@@ -70,14 +71,27 @@ def monotonic_ns_at(epoch_ns: int) -> int:
 # --- validation: called where the user passes a value, so errors point at the call ---
 
 
+def encodable(text: str) -> str:
+    """*text* as every output can write it: each character UTF-8 cannot encode (a lone
+    surrogate, as ``os.listdir`` and ``os.environ`` make of bytes that are not UTF-8)
+    becomes its backslash escape (``"\\udcff"``), as Python's ``backslashreplace`` writes it."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def check_name(value: object, what: str) -> str:
-    if value.__class__ is str and value and not value.isspace():  # type: ignore[attr-defined]
+    if value.__class__ is str and value and not value.isspace() and value.isascii():  # type: ignore[attr-defined]
         return value  # type: ignore[return-value]
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a non-empty str, got {type(value).__name__}")
     if not value or value.isspace():
-        raise ValueError(f"{what} must be a non-empty str, got {value!r}")
-    return str.__str__(value)  # a str subclass (e.g. a str enum) goes as plain str
+        raise ValueError(f"{what} must be a non-empty str, got {encodable(value)!r}")
+    return encodable(str.__str__(value))  # a str subclass (e.g. a str enum) goes as plain str
 
 
 def trim(text: str, limit: int = MAX_TAG_VALUE_LENGTH) -> str:
@@ -86,14 +100,20 @@ def trim(text: str, limit: int = MAX_TAG_VALUE_LENGTH) -> str:
     return text[: limit - len(TRIM_MARKER)] + TRIM_MARKER
 
 
+# The rule for numbers (metrics, numeric tags): a finite value a 64-bit float can hold,
+# which is what every JSON reader takes. Ints stay exact; beyond it even Python's own
+# int-to-text limit (4,300 digits) is hit.
+MAX_NUMBER = int(sys.float_info.max)
+
+
 def check_tag(key: object, value: object, what: str = "tag") -> tuple[str, TagValue]:
     """A valid (key, value) for a tag; raises naming *what* ("tag", "track() argument 'tags'")."""
-    if key.__class__ is not str or not key or key.isspace():  # type: ignore[attr-defined]
+    if key.__class__ is not str or not key or key.isspace() or not key.isascii():  # type: ignore[attr-defined]
         key = check_name(key, f"{what} key")
     cls = value.__class__
-    if cls is str:
+    if cls is str and value.isascii():  # type: ignore[attr-defined]
         return key, value if len(value) <= MAX_TAG_VALUE_LENGTH else trim(value)  # type: ignore[arg-type,return-value]
-    if cls is int:
+    if cls is int and -MAX_NUMBER <= value <= MAX_NUMBER:  # type: ignore[operator]
         return key, value  # type: ignore[return-value]
     if cls is float and value - value == 0:  # type: ignore[operator]  # finite: inf - inf and nan - nan are nan
         return key, value  # type: ignore[return-value]
@@ -104,32 +124,43 @@ def _convert_tag_value(key: str, value: object, what: str) -> TagValue:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return trim(str.__str__(value))
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return float(value)
-        raise ValueError(f"{what} {key!r}: value must be finite, got {value!r}")
+        return trim(encodable(str.__str__(value)))
+    if isinstance(value, numbers.Real):
+        return _number(key, value, what)
     raise TypeError(
-        f"{what} {key!r}: value must be str, int, float or bool, got {type(value).__name__}"
+        f"{what} {key!r}: value must be str, a real number (int, float, ...) or bool, got {type(value).__name__}"
     )
 
 
+def _number(key: str, value: numbers.Real, what: str) -> int | float:
+    """A real number (int, float, Fraction, numpy's, ...) as the int or float the wire carries,
+    if it follows the rule for numbers (see MAX_NUMBER); else ValueError naming *key*."""
+    try:
+        number: int | float = int(value) if isinstance(value, numbers.Integral) else float(value)
+    except (ArithmeticError, ValueError, TypeError):  # float(Fraction(10**400)) overflows
+        number = math.inf
+    if isinstance(number, int) and -MAX_NUMBER <= number <= MAX_NUMBER:
+        return number
+    if isinstance(number, float) and math.isfinite(number):
+        return number
+    # Not the value's repr: a huge int or Fraction cannot even be written out.
+    exact = isinstance(value, numbers.Rational)  # int, Fraction, numpy's ints
+    shown = f"{type(value).__name__} beyond 1.8e308" if exact else repr(number)
+    raise ValueError(f"{what} {key!r}: value must be a finite number within the range of a 64-bit float, got {shown}")
+
+
 def check_metric(key: object, value: object, what: str = "metric") -> tuple[str, float]:
-    """A valid (key, value) for a metric: a finite int or float, never bool."""
-    if key.__class__ is not str or not key or key.isspace():  # type: ignore[attr-defined]
+    """A valid (key, value) for a metric: a finite real number (see MAX_NUMBER), never bool."""
+    if key.__class__ is not str or not key or key.isspace() or not key.isascii():  # type: ignore[attr-defined]
         key = check_name(key, f"{what} key")
     if key == DURATION_METRIC:
         raise ValueError(f"{what} key {DURATION_METRIC!r} is measured by trunk_trace; use another key")
     cls = value.__class__
-    if cls is int or (cls is float and value - value == 0):  # type: ignore[operator]
+    if (cls is int and -MAX_NUMBER <= value <= MAX_NUMBER) or (cls is float and value - value == 0):  # type: ignore[operator]
         return key, value  # type: ignore[return-value]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} {key!r}: value must be an int or float (not bool), got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{what} {key!r}: value must be a finite number, got {value!r}")
-    return key, float(value) if isinstance(value, float) else int(value)  # type: ignore[return-value]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what} {key!r}: value must be a real number (int, float, ...; not bool), got {type(value).__name__}")
+    return key, _number(key, value, what)
 
 
 def check_mapping(items: object, argument: str, check: Any) -> dict:
@@ -203,7 +234,7 @@ def error_tags(exc: BaseException) -> tuple[str, str]:
         message = str(exc)
     except Exception:  # a broken __str__ must not replace the user's exception
         message = "<unprintable>"
-    return name, trim(message, MAX_ERROR_MESSAGE_LENGTH)
+    return encodable(name), trim(encodable(message), MAX_ERROR_MESSAGE_LENGTH)
 
 
 class RemoteParent:
@@ -212,9 +243,10 @@ class RemoteParent:
     __slots__ = ("id", "key", "path", "chain_id")
 
     def __init__(self, event_id: str, key: str, chain_id: str) -> None:
-        self.id = event_id
-        self.key = self.path = key
-        self.chain_id = chain_id
+        # From the environment, which may hold bytes that are not UTF-8.
+        self.id = encodable(event_id)
+        self.key = self.path = encodable(key)
+        self.chain_id = encodable(chain_id)
 
     def __repr__(self) -> str:
         return f"RemoteParent(id={self.id!r}, key={self.key!r}, chain_id={self.chain_id!r})"
@@ -288,15 +320,29 @@ class Event:
         """The full path of names from the root (what ``key`` is shortened from)."""
         path = self._path
         if path is None:
-            spec = self._spec
-            if spec.key is not None:
-                path = spec.key
-            elif self.parent is None:
-                path = spec.name
+            # A loop, not recursion: blocks may nest deeper than Python's recursion limit.
+            # Up to the nearest ancestor whose path is known (or needs no parent's) ...
+            unknown: list[Event] = []
+            ev: Event | RemoteParent | None = self
+            while ev.__class__ is Event:
+                if ev._path is not None:  # type: ignore[union-attr]
+                    path = ev._path  # type: ignore[union-attr]
+                    break
+                unknown.append(ev)  # type: ignore[arg-type]
+                if ev._spec.key is not None:  # type: ignore[union-attr]
+                    break
+                ev = ev.parent  # type: ignore[union-attr]
             else:
-                path = f"{self.parent.path}/{spec.name}"
-            self._path = path
-        return path
+                path = None if ev is None else ev.path  # a RemoteParent's path is its key
+            # ... then down again, each block's path from its parent's.
+            for ev in reversed(unknown):
+                spec = ev._spec
+                if spec.key is not None:
+                    path = spec.key
+                else:
+                    path = spec.name if path is None else f"{path}/{spec.name}"
+                ev._path = path
+        return path  # type: ignore[return-value]
 
     @property
     def key(self) -> str:

@@ -17,6 +17,7 @@ from . import _context, _state
 from ._state import STATE
 from ._context import _CURRENT
 from ._event import (
+    MAX_NUMBER,
     MAX_TAG_VALUE_LENGTH,
     Conclusion,
     Event,
@@ -206,9 +207,10 @@ def track(
     """
     # Written out rather than in a Block.__init__: a Python __init__ frame is ~15%
     # of a block's cost, and the common case (a plain, non-blank str name, short
-    # str or int tag values under str keys) passes on exact type checks alone.
+    # str or int tag values under str keys) passes on exact type checks alone (and an ASCII
+    # check: other text may hold what UTF-8 cannot encode, see _event.encodable).
     block = _new_block(Block)
-    if name.__class__ is str and name and not name.isspace():
+    if name.__class__ is str and name and not name.isspace() and name.isascii():
         block.name = name
     elif name is None:
         block.name = None
@@ -224,8 +226,9 @@ def track(
         if tags.__class__ is dict:
             for tag_key, value in tags.items():
                 cls = value.__class__
-                if tag_key.__class__ is not str or not tag_key or tag_key.isspace() or not (
-                    cls is int or (cls is str and len(value) <= MAX_TAG_VALUE_LENGTH)
+                if tag_key.__class__ is not str or not tag_key or tag_key.isspace() or not tag_key.isascii() or not (
+                    (cls is int and -MAX_NUMBER <= value <= MAX_NUMBER)
+                    or (cls is str and len(value) <= MAX_TAG_VALUE_LENGTH and value.isascii())
                 ):
                     break
             else:

@@ -177,9 +177,13 @@ class Summary:
 
 
 def _walk(nodes: Iterable[Node], depth: int) -> Iterable[tuple[Node, int]]:
-    for node in nodes:
+    """Each node, then its children (by start), depth first: with a stack, not recursion,
+    as steps may nest deeper than Python's recursion limit."""
+    stack = [(node, depth) for node in reversed(list(nodes))]
+    while stack:
+        node, depth = stack.pop()
         yield node, depth
-        yield from _walk(sorted(node.children, key=_start), depth + 1)
+        stack.extend((child, depth + 1) for child in reversed(sorted(node.children, key=_start)))
 
 
 def _start(node: Node) -> tuple[int, str]:
