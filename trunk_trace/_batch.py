@@ -119,7 +119,10 @@ class BatchProcessor:
             self._wake.clear()
             if self._closed:
                 break
-            self.drain()
+            try:
+                self.drain()
+            except Exception as exc:  # never let one batch end the thread: the next wake drains again
+                report_once("processor-bug", "a bug in trunk_trace's processor: %s", exc, exc_info=True)
 
     def resources(self) -> Resources:
         if self._resources is None:
@@ -189,8 +192,18 @@ class BatchProcessor:
         if thread is not None and thread is not threading.current_thread():
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         self.drain(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        left = len(self._queue)
-        if left:  # the exporter thread held the queue past the deadline
+        # The exporter thread held the queue past the deadline: take what it has not reached.
+        # Taken event by event (popleft is atomic), so each one is either exported by that
+        # thread or counted here, never both (counting len(queue) overstated the loss).
+        left = 0
+        queue = self._queue
+        while True:
+            try:
+                queue.popleft()
+            except IndexError:
+                break
+            left += 1
+        if left:
             count_drop(left)
             report_once("exit-queue", "%d event(s) were still being prepared when the exit budget ran out", left)
         if self._resources is None:

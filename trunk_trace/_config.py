@@ -11,10 +11,11 @@ from __future__ import annotations
 import atexit
 import ipaddress
 import math
+import numbers
 import os
 import sys
 import urllib.parse
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import attrs
 
@@ -58,11 +59,17 @@ _OTLP_PROTOCOL_VARIABLES = ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_T
 
 
 def _check_api_address(instance: Any, attribute: Any, value: str) -> None:
-    parsed = urllib.parse.urlsplit(value)
-    if parsed.scheme not in ("https", "http") or not parsed.hostname:
-        raise ValueError(f"api_address must be an http(s) origin like {DEFAULT_API_ADDRESS!r}, got {value!r}")
+    if not isinstance(value, str):
+        raise TypeError(f"api_address must be an http(s) origin like {DEFAULT_API_ADDRESS!r}, got {type(value).__name__}")
+    try:
+        parsed = urllib.parse.urlsplit(value)
+        parsed.port  # noqa: B018  # raises for a port that is not a number from 0 to 65535
+    except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535", ...
+        raise ValueError(f"api_address is not a valid URL ({exc})") from None  # not the value: it may hold credentials
     if parsed.username or parsed.password:
         raise ValueError("api_address must not carry credentials; the token goes in TRUNK_API_TOKEN")
+    if parsed.scheme not in ("https", "http") or not parsed.hostname:
+        raise ValueError(f"api_address must be an http(s) origin like {DEFAULT_API_ADDRESS!r}, got {value!r}")
     if parsed.scheme == "http" and not _is_loopback(parsed.hostname):
         raise ValueError(
             f"api_address {value!r}: plain http is allowed only for loopback hosts (127.0.0.1, ::1, localhost); use https"
@@ -78,9 +85,23 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+MAX_TIMEOUT = 86_400.0  # a day: longer is a typo (and past threading.TIMEOUT_MAX, waits fail)
+
+
+def check_timeout(value: object, what: str) -> float:
+    """A number of seconds from 0 to MAX_TIMEOUT, as a float; raises naming *what*."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{what} must be a number of seconds (int or float), got {type(value).__name__}")
+    seconds = float(value)
+    if not 0 <= seconds <= MAX_TIMEOUT:  # nan compares false
+        raise ValueError(f"{what} must be a number of seconds from 0 to {MAX_TIMEOUT:g}, got {value!r}")
+    return seconds
+
+
 def _check_timeout(instance: Any, attribute: Any, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{attribute.name} must be a finite number of seconds >= 0, got {value!r}")
+    if not isinstance(value, (int, float)):  # a setting is kept as given: only types that stay numbers in arithmetic
+        raise ValueError(f"{attribute.name} must be a number of seconds (int or float), got {type(value).__name__}")
+    check_timeout(value, attribute.name)
 
 
 def _check_megabytes(instance: Any, attribute: Any, value: float) -> None:
@@ -89,8 +110,11 @@ def _check_megabytes(instance: Any, attribute: Any, value: float) -> None:
 
 
 def _check_optional_text(instance: Any, attribute: Any, value: Optional[str]) -> None:
-    if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise ValueError(f"{attribute.name} must be a non-empty str or None, got {value!r}")
+    # Never the value itself: it may be the token (given as bytes, say).
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{attribute.name} must be a non-empty str or None, got {type(value).__name__}")
+    if value is not None and not value.strip():
+        raise ValueError(f"{attribute.name} must be a non-empty str or None, got a blank str")
 
 
 def _check_optional_bool(instance: Any, attribute: Any, value: Optional[bool]) -> None:
@@ -127,6 +151,33 @@ def _check_otlp_headers(instance: Any, attribute: Any, value: Mapping[str, str])
 def _check_otlp_compression(instance: Any, attribute: Any, value: Optional[str]) -> None:
     if value not in (None, "gzip"):
         raise ValueError(f"otlp_compression must be 'gzip' or None, got {value!r}")
+
+
+def _check_otlp_resource(instance: Any, attribute: Any, value: Mapping[str, str]) -> None:
+    for key, item in value.items():
+        if not isinstance(key, str) or not key or not isinstance(item, str):
+            raise TypeError(f"otlp_resource: each attribute must be a non-empty str key with a str value, got {key!r}: {type(item).__name__}")
+
+
+def _mapping(value: Any, setting: str) -> dict:
+    """A mapping setting as a plain dict, or TypeError naming *setting*."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{setting} must be a mapping of str to str, got {type(value).__name__}")
+    return dict(value)
+
+
+def _headers_dict(value: Any) -> dict:
+    return _mapping(value, "otlp_headers")
+
+
+def _resource_dict(value: Any) -> dict:
+    return _mapping(value, "otlp_resource")
+
+
+def _exporter_tuple(value: Any) -> tuple:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"exporters must be a list of exporters, got {type(value).__name__}")
+    return tuple(value)
 
 
 def _check_exporters(instance: Any, attribute: Any, value: Sequence[Any]) -> None:
@@ -167,16 +218,20 @@ class Config:
     #: OTLP/HTTP traces URL, used as is (OTEL_EXPORTER_OTLP_ENDPOINT gets /v1/traces appended).
     otlp_endpoint: Optional[str] = attrs.field(default=None, validator=_check_otlp_endpoint)
     #: Headers of every OTLP request (often an API key): never shown, logged or spooled.
-    otlp_headers: Mapping[str, str] = attrs.field(factory=dict, converter=dict, repr=False, hash=False, validator=_check_otlp_headers)
+    otlp_headers: Mapping[str, str] = attrs.field(
+        factory=dict, converter=_headers_dict, repr=False, hash=False, validator=_check_otlp_headers
+    )
     #: Seconds one OTLP request may take (the variables say milliseconds, as the specification does).
     otlp_timeout: float = attrs.field(default=10.0, validator=_check_timeout)
     otlp_compression: Optional[str] = attrs.field(default=None, validator=_check_otlp_compression)
     #: Extra resource attributes (OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME as service.name).
-    otlp_resource: Mapping[str, str] = attrs.field(factory=dict, converter=dict, hash=False)
+    otlp_resource: Mapping[str, str] = attrs.field(
+        factory=dict, converter=_resource_dict, hash=False, validator=_check_otlp_resource
+    )
     #: False (OTEL_SDK_DISABLED=true) turns the OTLP exporter off.
     otlp_enabled: bool = attrs.field(default=True, validator=_check_bool)
     #: Extra exporters (objects with export/force_flush/shutdown).
-    exporters: Sequence[Any] = attrs.field(default=(), converter=tuple, validator=_check_exporters)
+    exporters: Sequence[Any] = attrs.field(default=(), converter=_exporter_tuple, validator=_check_exporters)
 
     @property
     def summary_enabled(self) -> bool:
@@ -211,6 +266,16 @@ class Config:
                 except ValueError:
                     report_once(f"env:{name}", "ignoring %s=%r: expected %s", name, raw, expected)
                     continue
+            # Checked one by one, so a bad value costs only itself (its default, one warning).
+            field = getattr(attrs.fields(cls), setting)
+            try:
+                if field.converter is not None:
+                    value = field.converter(value)
+                if field.validator is not None:
+                    field.validator(None, field, value)
+            except (TypeError, ValueError) as exc:
+                report_once(f"env:{name}", "ignoring %s (%s); using its default", name, exc)
+                continue
             settings[setting] = value
         for name in _OTLP_PROTOCOL_VARIABLES:
             protocol = env.get(name, "").strip()
@@ -218,7 +283,7 @@ class Config:
                 report_once(f"env:{name}", "%s=%s: trunk_trace sends OTLP/HTTP with JSON (http/json) only", name, protocol)
         try:
             return cls(**settings)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError) as exc:  # not expected (each value was checked above): still never raise
             report_once("env:config", "ignoring the environment's trunk_trace settings: %s", exc)
             return cls()
 
@@ -325,6 +390,8 @@ def reset() -> None:
 
 def flush(timeout: float | None = None) -> bool:
     """Export every finished event now; wait at most *timeout* seconds. True when all went out."""
+    if timeout is not None:
+        timeout = check_timeout(timeout, "flush() argument 'timeout'")
     processor = STATE.processor
     if processor is None:
         return True
@@ -336,6 +403,8 @@ def shutdown(timeout: float | None = None) -> None:
 
     Idempotent. Blocks finished afterwards start the outputs afresh.
     """
+    if timeout is not None:
+        timeout = check_timeout(timeout, "shutdown() argument 'timeout'")
     with STATE.lock:
         processor = _detach_processor()
         if STATE.exit_registered:

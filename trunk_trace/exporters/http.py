@@ -34,7 +34,7 @@ from collections import deque
 from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence
 
 from .._event import FinishedEvent, record_json
-from .._report import log, report_once
+from .._report import count_drop, log, report_once
 from .._retry import RetryPolicy, Verdict, classify_status, is_refused, next_delay, retry_after_seconds, should_give_up
 from .._version import __version__
 from .spool import Claim, Spool, encode_event, encode_repo, spool_line
@@ -346,6 +346,14 @@ def send_with_retries(
             return outcome
 
 
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class HttpExporter:
     """The delivery machinery (see the module's docstring), whatever the wire format.
 
@@ -527,6 +535,18 @@ class HttpExporter:
                     self._replay_idle = True
                     report_once("replay-bug", "replaying the spool failed (%s); it stays for later", exc, exc_info=True)
 
+    def _deliver_safely(self, batch: Batch) -> None:
+        """Deliver one batch; whatever it raises costs that batch only, never the sender thread:
+        logged once, its events spooled, and those that even the spool cannot take counted as lost."""
+        try:
+            self._deliver(batch)
+        except Exception as exc:
+            report_once(f"{self.report_key}-bug", "a bug in trunk_trace's sender: %s", exc, exc_info=True)
+            try:
+                self._give_up(batch, "bug", f"{type(exc).__name__}")
+            except Exception:
+                self._settle(batch)  # _write counted what it could not keep
+
     def _take(self, block: bool, timeout: Optional[float] = None) -> Optional[Batch]:
         with self._cond:
             while not self._queue:
@@ -543,13 +563,6 @@ class HttpExporter:
             batch.state = SENDING
             self._inflight.add(batch)
             return batch
-
-    def _deliver_safely(self, batch: Batch) -> None:
-        try:
-            self._deliver(batch)
-        except Exception as exc:
-            report_once("http-bug", "a bug in trunk_trace's sender: %s", exc, exc_info=True)
-            self._give_up(batch, "bug", f"{type(exc).__name__}")
 
     def _deliver(self, batch: Batch) -> None:
         attempt = 0
@@ -637,7 +650,18 @@ class HttpExporter:
         self._write(lines, len(lines), kind, detail, "pending")
 
     def _write(self, lines: list[str], count: int, kind: Optional[str], detail: str, area: str) -> None:
-        if self._spool.write(lines, area, self.repo_known) is None:
+        try:
+            written = self._spool.write(lines, area, self.repo_known)
+        except Exception as exc:  # a bug, such as a line UTF-8 cannot encode: it alone is lost (counted)
+            good = [line for line in lines if _encodes(line)]
+            lost = count - len(good) if len(good) < len(lines) else count
+            count_drop(lost)
+            report_once(f"{self.report_key}:spool-bug", "cannot keep %d event(s) in the spool (%s: %s); they are lost",
+                        lost, type(exc).__name__, exc, exc_info=True)
+            if lost < count:
+                self._write(good, count - lost, kind, detail, area)
+            return
+        if written is None:
             return  # the spool reported the loss
         self._spooled += count
         if kind == "full":
