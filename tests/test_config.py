@@ -147,3 +147,89 @@ def test_outputs_that_are_not_configured_are_not_loaded():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
     assert out.strip() == ""
+
+
+# --- one bad value costs only itself ---
+
+OTHERS = {
+    "TRUNK_TRACE_FILE": "/tmp/events.jsonl",
+    "TRUNK_TRACE_SPOOL_DIR": "/tmp/spool",
+    "TRUNK_API_TOKEN": "secret-token",
+    "TRUNK_TRACE_SUMMARY": "0",
+    "TRUNK_TRACE_EXIT_TIMEOUT": "0.5",
+}
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("TRUNK_PUBLIC_API_ADDRESS", "http://127.0.0.1:abc"), ("TRUNK_PUBLIC_API_ADDRESS", "http://127.0.0.1:99999"),
+     ("TRUNK_PUBLIC_API_ADDRESS", "ftp://api.trunk.io"), ("TRUNK_PUBLIC_API_ADDRESS", "http://api.example.com"),
+     ("TRUNK_PUBLIC_API_ADDRESS", "https://[::1"), ("TRUNK_TRACE_SPOOL_MAX_MB", "inf")],
+)
+def test_a_bad_environment_value_falls_back_alone(name, value, caplog):
+    with caplog.at_level(logging.WARNING, logger="trunk_trace"):
+        config = Config.from_env({**OTHERS, name: value})
+    assert config.api_address == "https://api.trunk.io" and config.spool_max_mb == 100.0
+    assert config.file == "/tmp/events.jsonl" and config.spool_dir == "/tmp/spool"
+    assert config.token == "secret-token" and config.summary is False and config.exit_timeout == 0.5
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and name in warnings[0], warnings
+
+
+def test_an_exit_timeout_past_a_day_falls_back(caplog):
+    with caplog.at_level(logging.WARNING, logger="trunk_trace"):
+        assert Config.from_env({"TRUNK_TRACE_EXIT_TIMEOUT": "1e12"}).exit_timeout == 2.0
+    assert "TRUNK_TRACE_EXIT_TIMEOUT" in caplog.text
+
+
+@pytest.mark.parametrize("address", ["http://127.0.0.1:abc", "http://127.0.0.1:99999"])
+def test_a_bad_address_costs_nothing_at_exit(tmp_path, address):
+    import sys
+    import subprocess
+
+    from helpers import clean_env, events_in
+
+    events_file = tmp_path / "events.jsonl"
+    env = clean_env(TRUNK_PUBLIC_API_ADDRESS=address, TRUNK_API_TOKEN="secret-token", TRUNK_TRACE_FILE=str(events_file),
+                    TRUNK_TRACE_SPOOL_DIR=str(tmp_path / "spool"), TRUNK_TRACE_EXIT_TIMEOUT="0.2", TRUNK_TRACE_SUMMARY="0")
+    code = "from trunk_trace import track\nwith track('build'):\n    pass\n"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert "failed at exit" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "TRUNK_PUBLIC_API_ADDRESS" in done.stderr
+    assert [e["sequence"]["name"] for e in events_in(events_file)] == ["build"]
+
+
+@pytest.mark.parametrize("timeout", ["1", float("nan"), -5, 1e12, True])
+@pytest.mark.parametrize("call", ["flush", "shutdown"])
+def test_flush_and_shutdown_check_their_timeout_at_the_call(tmp_path, call, timeout):
+    events_file = tmp_path / "events.jsonl"
+    trunk_trace.configure(file=str(events_file), summary=False)
+    with track("kept"):
+        pass
+    with pytest.raises(ValueError, match=f"{call}\\(\\) argument 'timeout'"):
+        getattr(trunk_trace, call)(timeout)
+    trunk_trace.shutdown(5)  # the refused call cost nothing
+    from helpers import events_in
+
+    assert [e["sequence"]["name"] for e in events_in(events_file)] == ["kept"]
+
+
+@pytest.mark.parametrize(
+    "settings, error, setting",
+    [({"api_address": 123}, TypeError, "api_address"), ({"api_address": "https://[::1"}, ValueError, "api_address"),
+     ({"api_address": "http://127.0.0.1:abc"}, ValueError, "api_address"),
+     ({"exporters": 5}, TypeError, "exporters"), ({"otlp_headers": 5}, TypeError, "otlp_headers"),
+     ({"otlp_resource": "abc"}, TypeError, "otlp_resource"), ({"otlp_resource": {1: object()}}, TypeError, "otlp_resource"),
+     ({"otlp_resource": {"service.name": 5}}, TypeError, "otlp_resource"), ({"exit_timeout": 1e12}, ValueError, "exit_timeout")],
+)
+def test_configure_errors_name_the_setting(settings, error, setting):
+    with pytest.raises(error, match=setting):
+        trunk_trace.configure(**settings)
+
+
+@pytest.mark.parametrize("token", [b"secret-token-41", ["secret-token-41"], ("secret-token-41",)])
+def test_a_token_of_the_wrong_type_is_not_shown_in_the_error(token):
+    with pytest.raises(TypeError, match="token") as raised:
+        trunk_trace.configure(token=token)
+    assert "secret-token-41" not in str(raised.value) and "secret-token-41" not in repr(raised.value)
