@@ -18,6 +18,7 @@ from sink import TOKEN, Sink, run_python, script_env, spooled_ids
 
 from trunk_trace import track
 from trunk_trace._report import dropped
+from trunk_trace.exporters import chrome
 from trunk_trace.exporters.http import TrunkHttpExporter
 from trunk_trace.exporters.spool import Spool
 from trunk_trace.testing import capture
@@ -193,8 +194,10 @@ def test_five_thousand_nested_blocks_are_all_recorded(tmp_path, keys):
                 stack.enter_context(track(f"n{{i}}", key=f"k{{i}}" if {keys} else None))
     """)
     events_file = tmp_path / "events.jsonl"
-    done = run_python([path], clean_env(TRUNK_TRACE_FILE=str(events_file)))
+    trace_file = tmp_path / "trace.json"
+    done = run_python([path], clean_env(TRUNK_TRACE_FILE=str(events_file), TRUNK_TRACE_CHROME=str(trace_file)))
     assert done.returncode == 0
+    assert sum(1 for e in chrome.load(str(trace_file)) if e["ph"] == "X") == 5000
     assert "Traceback" not in done.stderr and "RecursionError" not in done.stderr, done.stderr[-2000:]
     written = events_in(events_file)
     assert len(written) == 5000
