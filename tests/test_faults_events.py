@@ -95,7 +95,7 @@ def test_a_batch_the_sender_cannot_send_or_spool_costs_only_its_bad_event(tmp_pa
     spool_dir = str(tmp_path / "spool")
     with Sink() as sink:
         ex = TrunkHttpExporter(TOKEN, sink.url, {"host": "github.com", "owner": "acme", "name": "widgets"},
-                               Spool(spool_dir), replay=False)
+                               Spool(spool_dir), senders=1, replay=False)
         # An exporter given records it did not make (here, a string UTF-8 cannot encode).
         ex.export([record("good-0"), record("bad", name="\ud800"), record("good-1")])
         end = time.monotonic() + 10
